@@ -228,7 +228,7 @@ class _DarkModel:
         return min(self.darks, key=lambda d: abs(d.exposure_ms - exposure_ms))
 
 
-def _check_sweep(sweep: SweepStats, adc_max: int) -> None:
+def _check_sweep(sweep: SweepStats) -> None:
     if not sweep.darks:
         raise FitError(
             "the sweep has no dark frames: offset and read noise cannot be measured "
@@ -236,15 +236,30 @@ def _check_sweep(sweep: SweepStats, adc_max: int) -> None:
         )
     if not sweep.lights:
         raise FitError("the sweep has no light frames: gain cannot be measured")
-    usable = [
-        lv
-        for lv in sweep.lights
-        if float((np.asarray(lv.n_clipped) > 0).mean()) < 0.5 and lv.global_temporal_var > 0
-    ]
-    if not usable:
+
+
+def _check_signal(x: np.ndarray, y: np.ndarray, lights: list[LevelStats], var_dark: np.ndarray) -> None:
+    """Refuse sweeps whose light levels carry no usable photon-transfer signal.
+
+    A level is *saturated* when its mean is clearly above dark but its temporal variance is not
+    (full-well or ADC clipping flattens the noise), or most pixels sit at the ADC limit."""
+    npix = lights[0].mean_adu.size
+    n = np.array([lv.n_frames for lv in lights])
+    var_y = y + var_dark
+    se_y = np.sqrt(2.0 / ((n - 1) * npix)) * (var_y + var_dark)
+    se_x = np.sqrt(np.maximum(var_dark, 1e-12) / npix)
+    clipped = np.array([float((np.asarray(lv.n_clipped) > 0).mean()) for lv in lights])
+    signal = x > 5 * se_x
+    noise_rises = y > 5 * se_y
+    if not signal.any():
         raise FitError(
-            "every light level is saturated (most pixels at the ADC limit): lower the light "
-            "or the exposure"
+            "no light reaches the camera: the mean never rises above dark (check the light "
+            "source, its property range and the light path)"
+        )
+    if not (signal & noise_rises & (clipped < 0.5)).any():
+        raise FitError(
+            "every light level is saturated (mean above dark but no shot noise, or pixels at the "
+            "ADC limit): lower the light or the exposure"
         )
 
 
@@ -259,7 +274,7 @@ def fit_sweep(sweep: SweepStats, options: FitOptions | None = None) -> FitResult
     """
     opt = options or FitOptions()
     adc_max = 2**sweep.identity.bit_depth - 1
-    _check_sweep(sweep, adc_max)
+    _check_sweep(sweep)
     dark = _DarkModel(sweep.darks)
     lights = sorted(sweep.lights, key=lambda lv: (lv.light_level * lv.exposure_ms))
     notes: list[str] = []
@@ -270,6 +285,7 @@ def fit_sweep(sweep: SweepStats, options: FitOptions | None = None) -> FitResult
     dk = np.array([dark.global_(lv.exposure_ms) for lv in lights])
     x = mu_y - dk[:, 0]
     y = var_y - dk[:, 1]
+    _check_signal(x, y, lights, dk[:, 1])
     h_rel = np.array([lv.light_level * lv.exposure_ms for lv in lights])
     i_sat = int(np.argmax(var_y))
     clipped = np.array([float((np.asarray(lv.n_clipped) > 0).mean()) for lv in lights])
@@ -432,19 +448,28 @@ def _fit_pixels(
     fit_bad = (n_used < 2) | ~(slope > 0) | ~np.isfinite(gain)
     gain = np.where(fit_bad, np.nan, gain)
 
-    # offset and dark current from the dark line; read noise pooled over every dark stack,
-    # each with its own dark-signal shot noise (dark ADU above offset / gain) removed
+    # offset and dark current from the dark line. Read noise: every dark stack's variance less
+    # its dark-signal shot noise (dark ADU above offset / gain), combined with inverse-variance
+    # weights so that for hot pixels the short stacks, where dark shot noise is small, dominate.
     offset = dark.mean_a.copy()
     dc_adu_per_s = dark.mean_b if dark.n_exposures >= 2 else None
     g_fill = np.where(fit_bad, np.nanmedian(gain), gain)
-    var_read = np.zeros(shape)
-    dof = 0
+    d0 = dark.darks[0]
+    v0 = np.maximum(np.asarray(d0.var_adu2, np.float64) - np.maximum(np.asarray(d0.mean_adu) - offset, 0) / g_fill, 0.5)
+    num = np.zeros(shape)
+    den = np.zeros(shape)
     for d in dark.darks:
-        dark_signal_adu = np.maximum(np.asarray(d.mean_adu, np.float64) - offset, 0.0)
-        var_read += (d.n_frames - 1) * (np.asarray(d.var_adu2, np.float64) - dark_signal_adu / g_fill)
-        dof += d.n_frames - 1
-    var_read = var_read / dof - QUANTISATION_VAR_ADU2
+        shot = np.maximum(np.asarray(d.mean_adu, np.float64) - offset, 0.0) / g_fill
+        w = (d.n_frames - 1) / (2.0 * (v0 + shot) ** 2)
+        num += w * (np.asarray(d.var_adu2, np.float64) - shot)
+        den += w
+    var_read = num / den - QUANTISATION_VAR_ADU2
     read_noise = np.sqrt(np.maximum(var_read, 0.0)) * g_fill
+    # where dark shot noise swamps it the estimate can come out ≤ 0; such pixels get the sensor's
+    # median read noise (they are flagged hot below) rather than an impossible 0 e-
+    unmeasured = var_read <= 0
+    if unmeasured.any() and (~unmeasured).any():
+        read_noise[unmeasured] = np.median(read_noise[~unmeasured & ~fit_bad])
     dc = dc_adu_per_s * g_fill if dc_adu_per_s is not None else None
 
     # bad pixels

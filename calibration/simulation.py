@@ -243,3 +243,38 @@ def render_frames(
         np.clip(adu, 0, truth.adc_max, out=adu)
         out[i] = adu
     return out
+
+
+def compare_to_truth(
+    truth: SensorTruth,
+    offset_adu: np.ndarray,
+    gain_e_per_adu: np.ndarray,
+    read_noise_e: np.ndarray,
+    bad_pixels: np.ndarray,
+    system_gain_adu_per_e: float,
+) -> dict[str, float]:
+    """How well fitted maps recover the simulated sensor (over pixels without planted defects).
+
+    ``true_system_gain_adu_per_e`` is what a flat field measures globally on this sensor:
+    mean(1/g²)/mean(1/g) (variance over mean, averaged over pixels).
+    """
+    good = truth.defects == 0
+    planted = ~good
+    flagged = bad_pixels != 0
+    k_true = float(np.mean(1 / truth.gain_e_per_adu**2) / np.mean(1 / truth.gain_e_per_adu))
+    off_err = np.abs(offset_adu - truth.offset_adu)[good]
+    return {
+        "true_system_gain_adu_per_e": k_true,
+        "system_gain_rel_error": float(system_gain_adu_per_e / k_true - 1.0),
+        "gain_median_abs_rel_error": float(
+            np.median(np.abs(gain_e_per_adu / truth.gain_e_per_adu - 1.0)[good])
+        ),
+        "read_noise_median_abs_rel_error": float(
+            np.median(np.abs(read_noise_e / truth.read_noise_e - 1.0)[good])
+        ),
+        "offset_median_abs_error_adu": float(np.median(off_err)),
+        "offset_p95_abs_error_adu": float(np.percentile(off_err, 95)),
+        "planted_defects": int(planted.sum()),
+        "planted_defects_flagged_fraction": float((flagged & planted).sum() / max(planted.sum(), 1)),
+        "false_flag_fraction": float((flagged & good).sum() / max(good.sum(), 1)),
+    }
