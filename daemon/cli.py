@@ -1,0 +1,334 @@
+"""The ``rawgate`` command line.
+
+Exit codes: 0 success; 1 a check ran and failed (e.g. calibration drift out of tolerance);
+2 bad input or an error (message on stderr, nothing half-written); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .config import ConfigError, RawgateConfig, load_config
+
+app = typer.Typer(
+    name="rawgate",
+    help="Noise-calibrated, ε-gated compression beside the microscope.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+calibration_app = typer.Typer(help="Inspect, compare and re-fit noise models.", no_args_is_help=True)
+config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
+app.add_typer(calibration_app, name="calibration")
+app.add_typer(config_app, name="config")
+
+console = Console()
+err = Console(stderr=True, soft_wrap=True)  # error lines stay whole in logs
+
+EXIT_FAILED_CHECK = 1
+EXIT_BAD_INPUT = 2
+
+
+def _fail(msg: str, code: int = EXIT_BAD_INPUT) -> None:
+    err.print(f"[bold red]error:[/] {msg}", highlight=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn the library's documented errors into a message and exit code 2."""
+    from rawgate.calibration.fit import FitError
+    from rawgate.calibration.instruments import InstrumentError
+    from rawgate.calibration.model import ModelError
+    from rawgate.calibration.sweep import SweepError
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted: nothing was written[/]")
+        raise typer.Exit(130) from None
+    except ConfigError as e:
+        _fail(str(e))
+    except (InstrumentError, SweepError, FitError, ModelError, ValueError, OSError) as e:
+        _fail(f"{type(e).__name__}: {e}")
+
+
+def _config(path: Optional[Path]) -> RawgateConfig:
+    return load_config(path)
+
+
+# ---------------------------------------------------------------------------- config
+@config_app.command("validate")
+def config_validate(file: Annotated[Path, typer.Argument(help="YAML config file")]) -> None:
+    """Validate a config file; print every error with its field path."""
+    try:
+        load_config(file)
+    except ConfigError as e:
+        err.print(f"[bold red]{file}: {len(e.errors)} error(s)[/]")
+        for loc, msg in e.errors:
+            err.print(f"  [bold]{loc}[/]: {msg}", highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    console.print(f"[green]{file}: valid[/]")
+
+
+# ---------------------------------------------------------------------------- calibrate
+def _print_run(run, truth_cmp: dict | None = None) -> None:
+    e = run.fit.emva
+    t = Table(title=f"Calibration of {run.model.identity.name} ({run.model.identity.serial})")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    rows = [
+        ("system gain K", f"{e.system_gain_adu_per_e:.4f} DN/e-  ({e.gain_e_per_adu:.4f} e-/ADU)"),
+        ("temporal dark noise", f"{e.temporal_dark_noise_e:.3f} e-"),
+        ("DSNU", f"{e.dsnu_e:.3f} e-"),
+        ("PRNU", f"{e.prnu_percent:.3f} %"),
+        ("saturation capacity", f"{e.saturation_capacity_e:.0f} e-"),
+        ("dynamic range", f"{e.dynamic_range_db:.1f} dB"),
+        ("SNR max", f"{e.snr_max_db:.1f} dB"),
+        ("linearity error", f"{e.linearity_error_percent:.3f} %"),
+        (
+            "dark current",
+            "not measured" if e.dark_current_e_per_s is None else f"{e.dark_current_e_per_s:.3f} e-/s",
+        ),
+        ("bad pixels", f"{int((run.model.bad_pixels != 0).sum())} ({(run.model.bad_pixels != 0).mean():.2%})"),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    if truth_cmp:
+        for k, v in truth_cmp.items():
+            t.add_row(f"[dim]truth: {k}[/]", f"{v:.4g}" if isinstance(v, float) else str(v))
+    console.print(t)
+    for n in e.notes:
+        console.print(f"[yellow]note:[/] {n}")
+    console.print(f"model:  {run.model_path}\nreport: {run.report_path}\nsweep:  {run.sweep_path}")
+
+
+def _run_calibration(cfg: RawgateConfig, out: Path | None, with_truth: bool = False):
+    from rawgate.calibration.fit import FitOptions
+    from rawgate.calibration.session import calibrate
+    from rawgate.calibration.sweep import SweepPlan
+
+    from .instruments import open_instrument
+
+    c = cfg.calibration
+    s = c.sweep
+    plan = SweepPlan(
+        dark_exposures_ms=tuple(s.dark_exposures_ms),
+        dark_frames=s.dark_frames,
+        light_exposure_ms=s.light_exposure_ms,
+        light_levels=s.light_levels,
+        frames_per_level=s.frames_per_level,
+        exposure_only=s.exposure_only,
+        auto_exposure=s.auto_exposure,
+        max_exposure_ms=s.max_exposure_ms,
+    )
+    opts = FitOptions(
+        fit_fraction=c.fit.fit_fraction, bad_pixel_sigma=c.fit.bad_pixel_sigma, min_levels=c.fit.min_levels
+    )
+    inst = open_instrument(c.instrument)
+    truth_fn = None
+    compared: dict = {}
+    if with_truth and hasattr(inst, "truth"):
+        from rawgate.calibration.simulation import compare_to_truth
+
+        truth = inst.truth.binned(c.instrument.binning)
+
+        def truth_fn(fit):
+            m = fit.maps
+            compared.update(
+                compare_to_truth(
+                    truth, m.offset_adu, m.gain_e_per_adu, m.read_noise_e, m.bad_pixels,
+                    fit.emva.system_gain_adu_per_e,
+                )
+            )
+            return compared
+
+    try:
+        with Progress(
+            TextColumn("[bold]sweep[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        ) as bar:
+            task = bar.add_task("", total=plan.n_frames)
+
+            def on_progress(p) -> None:
+                bar.update(task, completed=p.done, description=p.stage)
+
+            run = calibrate(
+                inst, plan, out or c.output_dir, fit_options=opts, progress=on_progress, extra=truth_fn
+            )
+    finally:
+        inst.close()
+    return run, compared or None
+
+
+@app.command()
+def calibrate(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: calibration.output_dir)")] = None,
+    simulated: Annotated[bool, typer.Option(help="Calibrate the simulated camera")] = False,
+    mm_config: Annotated[
+        Optional[Path], typer.Option("--mm-config", help="Micro-Manager .cfg (mmcore instrument)")
+    ] = None,
+    frames: Annotated[Optional[int], typer.Option(help="Frames per level (dark and light)")] = None,
+    levels: Annotated[Optional[int], typer.Option(help="Number of light levels")] = None,
+) -> None:
+    """Photon-transfer sweep, fit, noise model and report for the configured camera."""
+    with _user_errors():
+        cfg = _config(config)
+        c = cfg.calibration
+        updates: dict = {}
+        inst = c.instrument
+        if simulated:
+            inst = inst.model_copy(update={"kind": "simulated"})
+        if mm_config is not None:
+            inst = inst.model_copy(update={"kind": "mmcore", "config_file": mm_config})
+            if inst.light is None:
+                _fail("--mm-config needs a `calibration.instrument.light` section in --config")
+        sweep = c.sweep
+        if frames is not None:
+            sweep = sweep.model_copy(update={"frames_per_level": frames, "dark_frames": frames})
+        if levels is not None:
+            sweep = sweep.model_copy(update={"light_levels": levels})
+        updates = {"instrument": inst, "sweep": sweep}
+        cfg = cfg.model_copy(update={"calibration": c.model_copy(update=updates)})
+        # re-validate the combination (e.g. frames ≥ 2)
+        cfg = RawgateConfig.model_validate(cfg.model_dump())
+        run, extra = _run_calibration(cfg, out, with_truth=cfg.calibration.instrument.kind == "simulated")
+        _print_run(run, extra)
+
+
+# ---------------------------------------------------------------------------- calibration …
+@calibration_app.command("show")
+def calibration_show(
+    file: Annotated[Path, typer.Argument(help="Noise model (.rgnoise)")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Print a noise model's identity, dates, fit quality and map statistics."""
+    from rawgate.calibration.model import NoiseModel
+
+    with _user_errors():
+        m = NoiseModel.load(file)
+        s = m.summary()
+        if as_json:
+            print(json.dumps(s, indent=1))
+            return
+        t = Table(title=f"{file}" + ("  [red](ESTIMATED from data)[/]" if m.estimated else ""))
+        t.add_column("field")
+        t.add_column("value", justify="right")
+        for k, v in s["identity"].items():
+            t.add_row(k, str(v))
+        t.add_row("created", s["created"])
+        t.add_row("age", f"{m.age_days():.1f} days")
+        t.add_row("shape", "×".join(map(str, s["shape"])))
+        t.add_row("bad pixels", f"{s['bad_pixels']} ({s['bad_pixel_fraction']:.3%})")
+        for name, st in s["maps"].items():
+            t.add_row(name, "not measured" if st is None else
+                      f"median {st['median']:.4g}  (5–95 %: {st['p5']:.4g} – {st['p95']:.4g})")
+        for k in ("system_gain_adu_per_e", "temporal_dark_noise_e", "saturation_capacity_e"):
+            if k in m.emva and m.emva[k] is not None:
+                t.add_row(k, f"{m.emva[k]:.4g}")
+        t.add_row("sha256", s["sha256"][:16] + "…")
+        console.print(t)
+
+
+@calibration_app.command("compare")
+def calibration_compare(
+    old: Annotated[Path, typer.Argument(help="Earlier noise model")],
+    new: Annotated[Path, typer.Argument(help="Newer noise model")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Tolerances from this config")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Drift between two models; exit 1 when out of tolerance (for timer jobs that alert)."""
+    from rawgate.calibration.drift import DriftTolerances, compare_models
+    from rawgate.calibration.model import NoiseModel
+
+    with _user_errors():
+        d = _config(config).calibration.drift
+        tol = DriftTolerances(**d.model_dump())
+        rep = compare_models(NoiseModel.load(old), NoiseModel.load(new), tol)
+    if as_json:
+        print(json.dumps(rep.to_dict(), indent=1))
+    else:
+        t = Table(title=f"Drift {old.name} → {new.name}")
+        t.add_column("change")
+        t.add_column("value", justify="right")
+        t.add_column("tolerance", justify="right")
+        t.add_row("gain", f"{rep.gain_rel_change:+.3%}", f"±{tol.gain_rel:.2%}")
+        t.add_row("read noise", f"{rep.read_noise_rel_change:+.3%}", f"±{tol.read_noise_rel:.2%}")
+        t.add_row("offset", f"{rep.offset_change_adu:+.3f} ADU", f"±{tol.offset_adu:.2f} ADU")
+        t.add_row("new bad pixels", f"{rep.new_bad_pixels} ({rep.new_bad_pixel_fraction:.3%})",
+                  f"{tol.new_bad_pixel_fraction:.3%}")
+        t.add_row("time between", f"{rep.age_between_days:.1f} days", "")
+        console.print(t)
+        if rep.in_tolerance:
+            console.print("[green]in tolerance[/]")
+        for f in rep.failures:
+            console.print(f"[bold red]OUT OF TOLERANCE:[/] {f}")
+    if not rep.in_tolerance:
+        raise typer.Exit(EXIT_FAILED_CHECK)
+
+
+@calibration_app.command("refit")
+def calibration_refit(
+    sweep: Annotated[Path, typer.Argument(help="Saved sweep (sweep.rgsweep)")],
+    out: Annotated[Path, typer.Option(help="Output folder")] = Path("calibrations"),
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Fit options from this config")] = None,
+) -> None:
+    """Re-run the fit on saved sweep statistics (no camera needed)."""
+    from rawgate.calibration.fit import FitOptions
+    from rawgate.calibration.session import refit
+
+    with _user_errors():
+        f = _config(config).calibration.fit
+        run = refit(sweep, out, fit_options=FitOptions(**f.model_dump()))
+        _print_run(run)
+
+
+# ---------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder")] = Path("demo-output"),
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Demo config")] = None,
+) -> None:
+    """Everything on the simulated microscope (this release: a full calibration of the
+    simulated sCMOS camera through UniMMCore, its report and summary, with the known truth)."""
+    with _user_errors():
+        cfg = _config(config) if config else RawgateConfig.model_validate(DEMO_SETTINGS)
+        if cfg.calibration.instrument.kind != "simulated":
+            _fail("the demo runs on the simulated microscope (instrument.kind: simulated)")
+        console.rule("rawgate demo: calibrating the simulated sCMOS camera")
+        run, extra = _run_calibration(cfg, out, with_truth=True)
+        _print_run(run, extra)
+
+
+#: The demo's settings; `configs/demo.yaml` holds the same (a test keeps them equal).
+DEMO_SETTINGS: dict = {
+    "version": 1,
+    "calibration": {
+        "instrument": {"kind": "simulated", "simulated": {"seed": 7, "shape": [512, 512], "bit_depth": 16}},
+        "sweep": {"dark_exposures_ms": [10.0, 100.0, 500.0], "dark_frames": 100,
+                  "light_exposure_ms": 10.0, "light_levels": 24, "frames_per_level": 100},
+        "output_dir": "demo-output",
+    },
+}
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Configs shipped in configs/ validate; bad configs list every error with its field path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rawgate.daemon.cli import DEMO_SETTINGS
+from rawgate.daemon.config import ConfigError, RawgateConfig, load_config
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+@pytest.mark.parametrize("name", ["example.yaml", "demo.yaml"])
+def test_shipped_configs_validate(name):
+    cfg = load_config(CONFIGS / name, environ={})
+    assert isinstance(cfg, RawgateConfig)
+
+
+def test_demo_yaml_is_what_the_demo_runs():
+    from_file = RawgateConfig.model_validate(yaml.safe_load((CONFIGS / "demo.yaml").read_text()))
+    assert from_file == RawgateConfig.model_validate(DEMO_SETTINGS)
+
+
+def test_every_error_is_reported_with_its_path(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text(
+        "calibration:\n"
+        "  sweep:\n    dark_frames: 1\n    light_levls: 3\n"
+        "  instrument:\n    kind: mmcore\n    simulated: {bit_depth: 14}\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(p, environ={})
+    locs = dict(e.value.errors)
+    assert "calibration.sweep.dark_frames" in locs
+    assert "calibration.sweep.light_levls" in locs
+    assert "calibration.instrument.simulated.bit_depth" in locs
+    assert len(e.value.errors) >= 3
+
+
+def test_not_yaml_and_not_a_mapping(tmp_path):
+    (tmp_path / "a.yaml").write_text("calibration: [unclosed\n")
+    with pytest.raises(ConfigError, match="line"):
+        load_config(tmp_path / "a.yaml", environ={})
+    (tmp_path / "b.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(tmp_path / "b.yaml", environ={})
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml", environ={})
+
+
+def test_environment_overrides(tmp_path):
+    env = {"RAWGATE_CALIBRATION__SWEEP__FRAMES_PER_LEVEL": "42", "RAWGATE_CALIBRATION__INSTRUMENT__SIMULATED__SEED": "9"}
+    cfg = load_config(CONFIGS / "demo.yaml", environ=env)
+    assert cfg.calibration.sweep.frames_per_level == 42
+    assert cfg.calibration.instrument.simulated.seed == 9
+    with pytest.raises(ConfigError, match="calibration.sweep.frames_per_level"):
+        load_config(CONFIGS / "demo.yaml", environ={"RAWGATE_CALIBRATION__SWEEP__FRAMES_PER_LEVEL": "1"})
+
+
+def test_relative_paths_resolve_against_the_file(tmp_path):
+    (tmp_path / "c.yaml").write_text("calibration:\n  output_dir: out\n")
+    assert load_config(tmp_path / "c.yaml", environ={}).calibration.output_dir == tmp_path / "out"
