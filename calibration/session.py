@@ -50,11 +50,13 @@ def _finish(
     final: Path,
     source: str,
     extra: dict | None,
+    stage: Callable[[str], None],
 ) -> CalibrationRun:
     from .report import write_calibration_report
 
     model = NoiseModel.from_fit(fit, sweep.identity, source=source)
     model.save(work / MODEL_NAME)
+    stage("writing report")
     report = write_calibration_report(fit, sweep.identity, work / "report", extra=extra)
     work.rename(final)
     return CalibrationRun(
@@ -87,10 +89,16 @@ def calibrate(
     final = _run_folder(out_dir, ident.serial)
     work = final.with_name("." + final.name + ".partial")
     work.mkdir(parents=True)
+    def stage(name: str) -> None:
+        if progress:
+            progress(SweepProgress(plan.n_frames, plan.n_frames, name))
+
     try:
         sweep = run_sweep(inst, plan, work / SWEEP_NAME, progress=progress)
+        stage("fitting")
         fit = fit_sweep(sweep, fit_options)
-        return _finish(sweep, fit, work, final, f"sweep {final.name}", extra(fit) if extra else None)
+        extras = extra(fit) if extra else None
+        return _finish(sweep, fit, work, final, f"sweep {final.name}", extras, stage)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -107,7 +115,9 @@ def refit(
     work.mkdir(parents=True)
     try:
         shutil.copyfile(sweep_path, work / SWEEP_NAME)
-        return _finish(sweep, fit, work, final, f"refit of {Path(sweep_path).name}", None)
+        return _finish(
+            sweep, fit, work, final, f"refit of {Path(sweep_path).name}", None, lambda _: None
+        )
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

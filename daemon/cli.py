@@ -96,8 +96,14 @@ def _print_run(run, truth_cmp: dict | None = None) -> None:
         ("SNR max", f"{e.snr_max_db:.1f} dB"),
         ("linearity error", f"{e.linearity_error_percent:.3f} %"),
         (
-            "dark current",
+            "dark current (sensor mean, EMVA)",
             "not measured" if e.dark_current_e_per_s is None else f"{e.dark_current_e_per_s:.3f} e-/s",
+        ),
+        (
+            "dark current (median pixel)",
+            "not measured"
+            if run.model.dark_current_e_per_s is None
+            else f"{run.model.summary()['maps']['dark_current_e_per_s']['median']:.3f} e-/s",
         ),
         ("bad pixels", f"{int((run.model.bad_pixels != 0).sum())} ({(run.model.bad_pixels != 0).mean():.2%})"),
     ]
@@ -293,7 +299,8 @@ def calibration_refit(
 
     with _user_errors():
         f = _config(config).calibration.fit
-        run = refit(sweep, out, fit_options=FitOptions(**f.model_dump()))
+        with err.status("fitting and writing the report…"):
+            run = refit(sweep, out, fit_options=FitOptions(**f.model_dump()))
         _print_run(run)
 
 

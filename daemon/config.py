@@ -61,6 +61,9 @@ class SimulatedConfig(_Strict):
     )
     bit_depth: Literal[12, 16] = 16
     max_photons_per_ms: float = Field(5000.0, gt=0, description="Flux at 100 % LED [photons/px/ms]")
+    fail_after_frames: int | None = Field(
+        None, ge=0, description="Fault drill: the camera fails after this many frames"
+    )
 
 
 class InstrumentConfig(_Strict):

@@ -52,7 +52,7 @@ def open_instrument(cfg: InstrumentConfig) -> Instrument:
     """
     if cfg.kind == "simulated":
         s = cfg.simulated
-        return SimulatedInstrument(
+        sim = SimulatedInstrument(
             seed=s.seed,
             shape=tuple(s.shape),
             bit_depth=s.bit_depth,
@@ -60,6 +60,8 @@ def open_instrument(cfg: InstrumentConfig) -> Instrument:
             binning=cfg.binning,
             roi=cfg.roi,
         )
+        sim.scope.fail_after_frames = s.fail_after_frames
+        return sim
     light = _light(cfg)
     if cfg.kind == "mmcore":
         inst = MMCoreInstrument.from_config_file(cfg.config_file, light, cfg.camera)

@@ -150,3 +150,28 @@ def test_config_validate(tmp_path):
     assert r.returncode == 2
     assert "calibration.sweep.frames_per_level" in r.stderr and "calibration.typo" in r.stderr
     assert run("config", "validate", Path(__file__).parent.parent / "configs" / "example.yaml").returncode == 0
+
+
+def test_camera_failure_mid_sweep_is_a_clear_error_and_writes_nothing(tmp_path):
+    cfg = sim_config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("seed: 3,", "seed: 3, fail_after_frames: 100,"))
+    r = run("calibrate", "-c", cfg, "--out", tmp_path / "out")
+    assert r.returncode == 2
+    assert "failed while snapping" in r.stderr and "lost connection" in r.stderr
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_saturated_sweep_is_refused_and_writes_nothing(tmp_path):
+    cfg = sim_config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("seed: 3,", "seed: 3, max_photons_per_ms: 1.0e+7,"))
+    r = run("calibrate", "-c", cfg, "--out", tmp_path / "out")
+    assert r.returncode == 2 and "saturated" in r.stderr
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_mismatched_models_are_refused(calibrated, tmp_path):
+    _, folder, _ = calibrated
+    m = NoiseModel.load(folder / "noise_model.rgnoise")
+    other = dataclasses.replace(m, identity=dataclasses.replace(m.identity, serial="OTHER-CAM"))
+    r = run("calibration", "compare", folder / "noise_model.rgnoise", other.save(tmp_path / "o.rgnoise"))
+    assert r.returncode == 2 and "different cameras" in r.stderr and "OTHER-CAM" in r.stderr

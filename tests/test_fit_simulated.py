@@ -95,3 +95,20 @@ def test_auto_exposure_reaches_saturation(tmp_path):
     assert used > 100  # 50 photons/ms · 0.8 QE · 10 ms would stay far below the full well
     fit = fit_sweep(sweep)
     assert fit.emva.saturation_reached
+
+
+def test_shutter_only_light_on_the_simulated_core(tmp_path):
+    """Exposure-only sweep with a light that is only a shutter (a fixed source), through
+    MMCore: level 0 closes the LED's shutter, any level > 0 opens it."""
+    from rawgate.calibration.instruments import LightControl, MMCoreInstrument
+
+    sim = SimulatedInstrument(seed=9, shape=(48, 48), max_photons_per_ms=500.0)
+    sim.core.setProperty("LED", "Intensity", 100.0)
+    inst = MMCoreInstrument(sim.core, LightControl(shutter="LED"), camera="Camera")
+    inst.set_light(0.0)
+    assert not sim.core.getShutterOpen("LED")
+    plan = SweepPlan(dark_exposures_ms=(5.0, 50.0, 100.0), dark_frames=10, light_exposure_ms=100.0,
+                     light_levels=10, frames_per_level=10, exposure_only=True)
+    fit = fit_sweep(run_sweep(inst, plan, tmp_path / "s.rgsweep"))
+    k_true = np.mean(1 / sim.truth.gain_e_per_adu**2) / np.mean(1 / sim.truth.gain_e_per_adu)
+    assert fit.emva.system_gain_adu_per_e == pytest.approx(k_true, rel=0.02)
