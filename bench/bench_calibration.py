@@ -69,7 +69,7 @@ def bench_sweep(size: int, frames: int, levels: int, tmp: Path) -> None:
     stats_s = t_sweep - inst.snap_s
     print(f"## sweep + fit, {size}² px, {plan.n_frames} frames "
           f"({len(plan.dark_exposures_ms)} dark × {frames}, {levels} light × {frames})")
-    print(f"| what | value |\n|---|---|")
+    print("| what | value |\n|---|---|")
     print(f"| sweep wall time | {t_sweep:.1f} s |")
     print(f"|  of which simulated camera (render frames) | {inst.snap_s:.1f} s |")
     print(f"|  of which rawgate statistics + writing | {stats_s:.1f} s ({stats_s / plan.n_frames * 1e3:.1f} ms/frame) |")

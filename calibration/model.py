@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ._files import atomic_write, to_jsonable
 from .instruments._protocol import CameraIdentity
 
 __all__ = ["NoiseModel", "ModelError", "ModelMismatchError", "MODEL_SUFFIX"]
@@ -102,8 +102,8 @@ class NoiseModel:
             read_noise_e=m.read_noise_e,
             dark_current_e_per_s=m.dark_current_e_per_s,
             bad_pixels=m.bad_pixels,
-            fit_quality=_jsonable(fit.quality),
-            emva=_jsonable(fit.emva.summary()),
+            fit_quality=to_jsonable(fit.quality),
+            emva=to_jsonable(fit.emva.summary()),
             source=source,
         )
 
@@ -188,10 +188,10 @@ class NoiseModel:
     def save(self, path: str | Path) -> Path:
         """Write atomically (temp file, fsync, rename); returns the path."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial")
-        digests = {}
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        digests: dict[str, str] = {}
+
+        def write(fh) -> None:
+            zf = zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED, compresslevel=1)
             for name in _ARRAYS:
                 a = getattr(self, name)
                 if a is None:
@@ -208,8 +208,8 @@ class NoiseModel:
                 "created": self.created,
                 "estimated": self.estimated,
                 "source": self.source,
-                "fit_quality": _jsonable(self.fit_quality),
-                "emva": _jsonable(self.emva),
+                "fit_quality": to_jsonable(self.fit_quality),
+                "emva": to_jsonable(self.emva),
                 "sha256": digests,
                 "model_sha256": self.sha256,
                 "units": {
@@ -221,10 +221,9 @@ class NoiseModel:
                 },
             }
             zf.writestr("meta.json", json.dumps(meta, indent=1, allow_nan=False))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+            zf.close()
+
+        atomic_write(path, write)
         return path
 
     @classmethod
@@ -308,32 +307,3 @@ class NoiseModel:
             "fit_quality": self.fit_quality,
             "sha256": self.sha256,
         }
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # directory fsync is not supported everywhere
-        pass
-
-
-def _jsonable(x: Any) -> Any:
-    """Plain JSON types; NaN/inf become None."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        f = float(x)
-        return f if np.isfinite(f) else None
-    if isinstance(x, np.bool_):
-        return bool(x)
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    return x

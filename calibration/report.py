@@ -13,8 +13,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,6 +33,7 @@ from matplotlib.ticker import (
     SymmetricalLogLocator,
 )
 
+from ._files import atomic_write, to_jsonable
 from .fit import BAD_PIXEL_REASONS, EMVAResult, FitResult, PixelMaps
 from .instruments._protocol import CameraIdentity
 
@@ -163,61 +162,17 @@ def write_calibration_report(
 # ------------------------------------------------------------------------------------ files
 
 
-def _atomic_write_bytes(path: Path, writer: Callable[[Any], None]) -> None:
-    """Call ``writer(binary_file)`` on a temporary file beside ``path``, then rename it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            writer(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, lambda fh: fh.write(text.encode("utf-8")))
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def _save_figure(fig: Figure, path: Path) -> None:
     """Render ``fig`` to PNG at ``path`` through an Agg canvas (no pyplot)."""
     FigureCanvasAgg(fig)
-    _atomic_write_bytes(path, lambda fh: fig.savefig(fh, format="png", dpi=_DPI))
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=_DPI))
 
 
 # ------------------------------------------------------------------------------------ JSON
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Convert ``obj`` to plain JSON types: numpy scalars and arrays to Python numbers and
-    lists, tuples to lists, dataclass-like ``to_dict`` objects to dicts, non-finite floats to
-    ``None``, anything else unknown to its ``str``."""
-    if obj is None or isinstance(obj, (bool, str)):
-        return obj
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in obj]
-    if hasattr(obj, "to_dict"):
-        return to_jsonable(obj.to_dict())
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
 
 
 def map_statistics(maps: PixelMaps) -> dict[str, dict[str, float | int] | None]:

@@ -10,7 +10,6 @@ manifest and is renamed into place, so an interrupted sweep never looks complete
 from __future__ import annotations
 
 import json
-import os
 import struct
 import zipfile
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ._files import fsync_replace
 from .instruments._protocol import CameraIdentity, Instrument
 
 __all__ = [
@@ -279,25 +279,11 @@ class SweepWriter:
         }
         self.zf.writestr("manifest.json", json.dumps(manifest, indent=1))
         self.zf.close()
-        _fsync_replace(self.tmp, self.path)
+        fsync_replace(self.tmp, self.path)
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _fsync_replace(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    try:
-        dfd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # some filesystems refuse directory fsync
-        pass
 
 
 def _member_array(path: Path, zf: zipfile.ZipFile, name: str) -> np.ndarray:

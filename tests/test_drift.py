@@ -9,7 +9,6 @@ import pytest
 
 from rawgate.calibration.drift import DriftTolerances, compare_models
 from rawgate.calibration.fit import fit_sweep
-from rawgate.calibration.instruments import SimulatedInstrument
 from rawgate.calibration.model import ModelMismatchError, NoiseModel
 from rawgate.calibration.sweep import SweepPlan, run_sweep
 

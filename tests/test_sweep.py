@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rawgate.calibration.instruments import InstrumentError, SimulatedInstrument
-from rawgate.calibration.sweep import SweepError, SweepPlan, accumulate_level, load_sweep, run_sweep
+from rawgate.calibration.sweep import SweepError, accumulate_level, load_sweep, run_sweep
 
 
 def test_streaming_statistics_equal_numpy_on_the_same_frames():

@@ -33,6 +33,12 @@ class LightControl:
     def exposure_only(self) -> bool:
         return self.property_name is None
 
+    def value_for(self, level: float) -> float:
+        """Property value for a light level in ``[0, 1]`` (linear between dark and max)."""
+        if not 0.0 <= level <= 1.0:
+            raise ValueError(f"light level must be in [0, 1], got {level}")
+        return float(self.dark_value + float(level) * (self.max_value - self.dark_value))
+
 
 class MMCoreInstrument:
     """An :class:`~rawgate.calibration.instruments.Instrument` over a ``CMMCorePlus``.
@@ -119,12 +125,10 @@ class MMCoreInstrument:
         self.core.setExposure(self.camera, float(exposure_ms))
 
     def set_light(self, level: float) -> None:
-        if not 0.0 <= level <= 1.0:
-            raise ValueError(f"light level must be in [0, 1], got {level}")
         lc, c = self.light, self.core
+        value = lc.value_for(level)
         try:
             if lc.property_name and lc.device:
-                value = lc.dark_value + level * (lc.max_value - lc.dark_value)
                 c.setProperty(lc.device, lc.property_name, value)
             if lc.shutter:
                 c.setShutterOpen(lc.shutter, level > 0)

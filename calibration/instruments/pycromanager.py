@@ -175,13 +175,11 @@ class PycromanagerInstrument:
 
     def set_light(self, level: float) -> None:
         """Set the light to ``level`` in ``[0, 1]`` of the configured range (0 = dark)."""
-        if not 0.0 <= level <= 1.0:
-            raise ValueError(f"light level must be in [0, 1], got {level}")
         lc, c = self.light, self.core
+        value = lc.value_for(level)
         try:
             if lc.property_name and lc.device:
-                value = lc.dark_value + float(level) * (lc.max_value - lc.dark_value)
-                c.set_property(lc.device, lc.property_name, float(value))
+                c.set_property(lc.device, lc.property_name, value)
             if lc.shutter:
                 c.set_shutter_open(lc.shutter, bool(level > 0))
             c.wait_for_system()
