@@ -13,7 +13,6 @@ Usage: python bench/bench_calibration.py [--size 2048] [--frames 100] [--levels 
 from __future__ import annotations
 
 import argparse
-import gc
 import resource
 import tempfile
 import time
@@ -78,9 +77,7 @@ def bench_sweep(size: int, frames: int, levels: int, tmp: Path) -> None:
     print(f"| RSS before sweep | {base:.0f} MiB |")
     print(f"| peak RSS after sweep / after fit | {peak_sweep:.0f} / {peak_all:.0f} MiB |")
     print(f"| one frame / one level's {frames} frames held in memory | {frame_mib:.1f} / {frame_mib * frames:.0f} MiB |")
-    print(f"| K fitted | {fit.emva.system_gain_adu_per_e:.4f} DN/e- |")
-    del sweep, fit
-    gc.collect()
+    print(f"| K fitted | {fit.emva.system_gain_adu_per_e:.4f} DN/e- |\n", flush=True)
 
 
 def bench_level_stats(size: int, frames: int) -> None:
@@ -96,11 +93,11 @@ def bench_level_stats(size: int, frames: int) -> None:
     t_peer = time.perf_counter() - t0
     peer_mib = f.nbytes / 2**20
     del f
-    print(f"\n## per-level statistics, {frames} frames of {size}² (same frames, same run)")
+    print(f"## per-level statistics, {frames} frames of {size}² (same frames, same run)")
     print("| implementation | time | extra memory | per frame |\n|---|---|---|---|")
     print(f"| rawgate streaming int64 sums | {t_ours:.2f} s | ≈ {5 * size * size * 8 / 2**20:.0f} MiB (5 accumulators) | {t_ours / frames * 1e3:.1f} ms |")
     print(f"| peer: np.stack → float64 mean/var | {t_peer:.2f} s | {peer_mib:.0f} MiB + the stack | {t_peer / frames * 1e3:.1f} ms |")
-    print(f"| ratio (peer / rawgate) | {t_peer / t_ours:.2f}× time | {peer_mib / (5 * size * size * 8 / 2**20):.1f}× memory | |")
+    print(f"| ratio (peer / rawgate) | {t_peer / t_ours:.2f}× time | {peer_mib / (5 * size * size * 8 / 2**20):.1f}× memory | |", flush=True)
 
 
 def bench_replicas(size: int) -> None:
@@ -129,11 +126,28 @@ def bench_replicas(size: int) -> None:
         v = raw + (rng.poisson(lam) - lam) / g + rng.normal(0, 1, shape) * model.read_noise_e / g
         np.clip(np.rint(v), 0, 65535).astype(np.uint16)
     t_peer = time.perf_counter() - t0
-    print(f"\n## 10 replicas of a {size}² frame")
+    print(f"## 10 replicas of a {size}² frame")
     print("| implementation | time |\n|---|---|")
     print(f"| rawgate replicas() (float32, in place) | {t_ours:.2f} s |")
     print(f"| peer: direct float64 numpy | {t_peer:.2f} s |")
-    print(f"| ratio (peer / rawgate) | {t_peer / t_ours:.2f}× |")
+    print(f"| ratio (peer / rawgate) | {t_peer / t_ours:.2f}× |\n", flush=True)
+
+
+def _sweep_section(size: int, frames: int, levels: int) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        bench_sweep(size, frames, levels, Path(d))
+
+
+def _isolated(target, *args) -> None:
+    """Run one section in a fresh process: peak RSS (ru_maxrss) is a lifetime maximum, so a
+    section must not inherit another's peak (the stack-then-reduce peer allocates GiBs)."""
+    import multiprocessing as mp
+
+    p = mp.get_context("spawn").Process(target=target, args=args)
+    p.start()
+    p.join()
+    if p.exitcode:
+        raise SystemExit(f"{target.__name__} failed with exit code {p.exitcode}")
 
 
 def main() -> None:
@@ -145,13 +159,11 @@ def main() -> None:
     a = ap.parse_args()
     import os
 
-    print(f"# rawgate calibration bench ({os.cpu_count()} cores)\n")
-    bench_replicas(a.size)
-    bench_level_stats(a.size, min(a.frames, 100))
+    print(f"# rawgate calibration bench ({os.cpu_count()} cores)\n", flush=True)
     if not a.skip_sweep:
-        with tempfile.TemporaryDirectory() as d:
-            print()
-            bench_sweep(a.size, a.frames, a.levels, Path(d))
+        _isolated(_sweep_section, a.size, a.frames, a.levels)
+    _isolated(bench_replicas, a.size)
+    _isolated(bench_level_stats, a.size, min(a.frames, 100))
 
 
 if __name__ == "__main__":
