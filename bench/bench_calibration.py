@@ -31,6 +31,18 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_split_mib() -> tuple[float, float]:
+    """Current anonymous and file-backed resident memory (the memory-mapped sweep counts as
+    file-backed: clean pages the kernel can drop)."""
+    vals = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("RssAnon:", "RssFile:")):
+                k, v, _ = line.split()
+                vals[k[:-1]] = int(v) / 1024
+    return vals.get("RssAnon", float("nan")), vals.get("RssFile", float("nan"))
+
+
 def current_rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
@@ -65,6 +77,7 @@ def bench_sweep(size: int, frames: int, levels: int, tmp: Path) -> None:
     fit = fit_sweep(sweep)
     t_fit = time.perf_counter() - t0
     peak_all = rss_mib()
+    anon, filebacked = rss_split_mib()
     stats_s = t_sweep - inst.snap_s
     print(f"## sweep + fit, {size}² px, {plan.n_frames} frames "
           f"({len(plan.dark_exposures_ms)} dark × {frames}, {levels} light × {frames})")
@@ -76,6 +89,7 @@ def bench_sweep(size: int, frames: int, levels: int, tmp: Path) -> None:
     print(f"| sweep file | {(tmp / 'bench.rgsweep').stat().st_size / 2**20:.0f} MiB |")
     print(f"| RSS before sweep | {base:.0f} MiB |")
     print(f"| peak RSS after sweep / after fit | {peak_sweep:.0f} / {peak_all:.0f} MiB |")
+    print(f"| resident after fit: anonymous / file-backed (mapped sweep) | {anon:.0f} / {filebacked:.0f} MiB |")
     print(f"| one frame / one level's {frames} frames held in memory | {frame_mib:.1f} / {frame_mib * frames:.0f} MiB |")
     print(f"| K fitted | {fit.emva.system_gain_adu_per_e:.4f} DN/e- |\n", flush=True)
 

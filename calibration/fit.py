@@ -273,7 +273,6 @@ def fit_sweep(sweep: SweepStats, options: FitOptions | None = None) -> FitResult
         below saturation, everything saturated).
     """
     opt = options or FitOptions()
-    adc_max = 2**sweep.identity.bit_depth - 1
     _check_sweep(sweep)
     dark = _DarkModel(sweep.darks)
     lights = sorted(sweep.lights, key=lambda lv: (lv.light_level * lv.exposure_ms))
@@ -380,7 +379,7 @@ def fit_sweep(sweep: SweepStats, options: FitOptions | None = None) -> FitResult
         notes=notes,
     )
 
-    maps = _fit_pixels(lights, dark, k, x[i_sat] if saturation_reached else np.inf, opt, adc_max)
+    maps = _fit_pixels(lights, dark, k, x[i_sat] if saturation_reached else np.inf, opt)
     good = maps.bad_pixels == 0
     quality = {
         "ptc_fit_r2": emva.ptc_fit_r2,
@@ -413,7 +412,6 @@ def _fit_pixels(
     k_global: float,
     x_sat: float,
     opt: FitOptions,
-    adc_max: int,
 ) -> PixelMaps:
     shape = lights[0].mean_adu.shape
     sxy = np.zeros(shape)

@@ -4,6 +4,7 @@ appears only when everything in it is complete."""
 from __future__ import annotations
 
 import shutil
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -107,14 +108,25 @@ def calibrate(
 def refit(
     sweep_path: str | Path, out_dir: str | Path, *, fit_options: FitOptions | None = None
 ) -> CalibrationRun:
-    """Re-run the fit on a saved sweep (e.g. with other options) into a new run folder."""
-    sweep = load_sweep(sweep_path)
+    """Re-run the fit on a saved sweep (e.g. with other options), or fit an EMVA 1288
+    descriptor dataset (``v 4.0`` … ``i image``), into a new run folder."""
+    sweep_path = Path(sweep_path)
+    is_sweep = zipfile.is_zipfile(sweep_path)
+    if is_sweep:
+        sweep = load_sweep(sweep_path)
+    else:
+        from .emva_dataset import sweep_from_emva_descriptor
+
+        sweep = sweep_from_emva_descriptor(sweep_path)
     fit = fit_sweep(sweep, fit_options)
     final = _run_folder(Path(out_dir), sweep.identity.serial)
     work = final.with_name("." + final.name + ".partial")
     work.mkdir(parents=True)
     try:
-        shutil.copyfile(sweep_path, work / SWEEP_NAME)
+        if is_sweep:
+            shutil.copyfile(sweep_path, work / SWEEP_NAME)
+        else:
+            sweep.save(work / SWEEP_NAME)
         return _finish(
             sweep, fit, work, final, f"refit of {Path(sweep_path).name}", None, lambda _: None
         )

@@ -289,11 +289,13 @@ def calibration_compare(
 
 @calibration_app.command("refit")
 def calibration_refit(
-    sweep: Annotated[Path, typer.Argument(help="Saved sweep (sweep.rgsweep)")],
+    sweep: Annotated[
+        Path, typer.Argument(help="Saved sweep (sweep.rgsweep) or an EMVA 1288 descriptor file")
+    ],
     out: Annotated[Path, typer.Option(help="Output folder")] = Path("calibrations"),
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Fit options from this config")] = None,
 ) -> None:
-    """Re-run the fit on saved sweep statistics (no camera needed)."""
+    """Re-run the fit on saved sweep statistics, or fit an EMVA 1288 dataset (no camera)."""
     from rawgate.calibration.fit import FitOptions
     from rawgate.calibration.session import refit
 

@@ -286,3 +286,31 @@ def test_pixels_beyond_bit_depth(tmp_path):
     path = _write_dataset(tmp_path, GOOD_BODY, n_line="n 7 4 3")  # values 100…199 > 127
     with pytest.raises(EMVADatasetError, match=r"line 5 .*outside 0…127 of the 7-bit depth"):
         sweep_from_emva_descriptor(path)
+
+
+def test_cli_fits_an_emva_dataset(dataset, tmp_path):
+    """`rawgate calibration refit DESCRIPTOR` fits an EMVA 1288 dataset into a complete run
+    folder whose model agrees with the reference implementation."""
+    import subprocess
+    import sys
+
+    from rawgate.calibration.model import NoiseModel
+
+    _, descriptor, _ = dataset
+    r = subprocess.run(
+        [sys.executable, "-m", "rawgate.daemon.cli", "calibration", "refit", str(descriptor), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    (folder,) = list(tmp_path.iterdir())
+    assert {p.name for p in folder.iterdir()} == {"sweep.rgsweep", "noise_model.rgnoise", "report"}
+    model = NoiseModel.load(folder / "noise_model.rgnoise")
+    ref = _reference(descriptor)
+    assert model.emva["system_gain_adu_per_e"] == pytest.approx(ref["K"], rel=0.02)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("v 4.0\nn 12 4 3\nb 1000 oops\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "rawgate.daemon.cli", "calibration", "refit", str(bad), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 2 and "line 3" in r.stderr
