@@ -112,3 +112,12 @@ def test_shutter_only_light_on_the_simulated_core(tmp_path):
     fit = fit_sweep(run_sweep(inst, plan, tmp_path / "s.rgsweep"))
     k_true = np.mean(1 / sim.truth.gain_e_per_adu**2) / np.mean(1 / sim.truth.gain_e_per_adu)
     assert fit.emva.system_gain_adu_per_e == pytest.approx(k_true, rel=0.02)
+
+
+def test_sample_slot_is_an_mmcore_property():
+    inst = SimulatedInstrument(seed=1, shape=(16, 16))
+    core = inst.core
+    assert core.getProperty("Camera", "Sample") == "flat field"
+    assert "flat field" in core.getAllowedPropertyValues("Camera", "Sample")
+    with pytest.raises(Exception):
+        core.setProperty("Camera", "Sample", "no such sample")

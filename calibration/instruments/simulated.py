@@ -22,6 +22,7 @@ from .mmcore import LightControl, MMCoreInstrument
 
 __all__ = [
     "Scene",
+    "SCENES",
     "SimulatedMicroscope",
     "SimulatedSCMOSCamera",
     "SimulatedLED",
@@ -30,6 +31,10 @@ __all__ = [
 
 #: A scene maps the sensor shape to relative photon flux per pixel (1 = full LED flux).
 Scene = Callable[[tuple[int, int]], np.ndarray]
+
+#: Samples that fit the simulated stage's slot, by name (the camera's ``Sample`` property).
+#: Calibration uses the flat field; later scenes (microspheres, cells, nuclei) register here.
+SCENES: dict[str, Scene] = {"flat field": flat_field}
 
 
 @dataclass
@@ -42,19 +47,20 @@ class SimulatedMicroscope:
         The sensor's ground truth.
     max_photons_per_ms
         Photon flux per pixel at 100 % LED intensity [photons/ms].
-    scene
-        The sample: relative flux per pixel (flat field for calibration).
+    sample
+        Name of the sample in the slot (a key of :data:`SCENES`; flat field for calibration).
     """
 
     truth: SensorTruth
     max_photons_per_ms: float = 5000.0
-    scene: Scene = flat_field
+    sample: str = "flat field"
     intensity_percent: float = 0.0
     shutter_open: bool = False
     seed: int = 0
     fail_after_frames: int | None = None  # fault injection: the camera dies after N frames
     rng: np.random.Generator = field(init=False)
     frames_served: int = field(default=0, init=False)
+    _scene: tuple[str, np.ndarray] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed + 1)
@@ -62,7 +68,9 @@ class SimulatedMicroscope:
     def photons_per_ms(self) -> np.ndarray | float:
         if not self.shutter_open or self.intensity_percent <= 0:
             return 0.0
-        return self.max_photons_per_ms * self.intensity_percent / 100.0 * self.scene(self.truth.shape)
+        if self._scene is None or self._scene[0] != self.sample:  # render once per sample
+            self._scene = (self.sample, SCENES[self.sample](self.truth.shape))
+        return self.max_photons_per_ms * self.intensity_percent / 100.0 * self._scene[1]
 
 
 class SimulatedSCMOSCamera(SimpleCameraDevice):
@@ -87,6 +95,16 @@ class SimulatedSCMOSCamera(SimpleCameraDevice):
     def bit_depth(self, value: int) -> None:
         if int(value) != self._scope.truth.bit_depth:
             raise ValueError("the simulated camera's bit depth is fixed when it is built")
+
+    @pymm_property(allowed_values=list(SCENES), name="Sample")
+    def sample(self) -> str:
+        return self._scope.sample
+
+    @sample.setter
+    def sample(self, value: str) -> None:
+        if value not in SCENES:
+            raise ValueError(f"unknown sample {value!r}; known: {sorted(SCENES)}")
+        self._scope.sample = value
 
     @pymm_property(allowed_values=["Standard"], name="ReadoutMode")
     def readout(self) -> str:
