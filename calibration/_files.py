@@ -3,7 +3,9 @@ and conversion to strict JSON."""
 
 from __future__ import annotations
 
+import json
 import math
+import zipfile
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -12,7 +14,7 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["atomic_write", "fsync_replace", "to_jsonable"]
+__all__ = ["atomic_write", "fsync_replace", "read_manifest", "to_jsonable"]
 
 
 def _fsync_dir(d: Path) -> None:
@@ -70,3 +72,33 @@ def to_jsonable(obj: Any) -> Any:
     if hasattr(obj, "to_dict"):
         return to_jsonable(obj.to_dict())
     return str(obj)
+
+
+def read_manifest(
+    zf: zipfile.ZipFile,
+    member: str,
+    *,
+    fmt: str,
+    max_version: int,
+    path: Path,
+    what: str,
+    missing: str,
+    error: type[Exception],
+) -> dict[str, Any]:
+    """Read the JSON manifest ``member`` of a rawgate zip and check its format and version.
+
+    Raises ``error`` naming ``path``: ``missing`` when there is no manifest, "not a rawgate
+    ``what``" for a foreign format, and the version gap when the file is newer than this rawgate.
+    """
+    try:
+        meta = json.loads(zf.read(member))
+    except KeyError:
+        raise error(f"{path} {missing}") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise error(f"{path} is not a rawgate {what}")
+    if int(meta.get("version", 0)) > max_version:
+        raise error(
+            f"{path} is {what} format v{meta['version']}; this rawgate reads ≤ v{max_version} "
+            "(upgrade rawgate)"
+        )
+    return meta

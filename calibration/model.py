@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._files import atomic_write, to_jsonable
+from ._files import atomic_write, read_manifest, to_jsonable
 from .instruments._protocol import CameraIdentity
 
 __all__ = ["NoiseModel", "ModelError", "ModelMismatchError", "MODEL_SUFFIX"]
@@ -240,17 +240,11 @@ class NoiseModel:
             raise ModelError(f"noise model not found: {path}")
         try:
             with zipfile.ZipFile(path) as zf:
-                try:
-                    meta = json.loads(zf.read("meta.json"))
-                except KeyError:
-                    raise ModelError(f"{path} is not a rawgate noise model (no meta.json)") from None
-                if meta.get("format") != MODEL_FORMAT:
-                    raise ModelError(f"{path} is not a rawgate noise model")
-                if int(meta.get("version", 0)) > MODEL_VERSION:
-                    raise ModelError(
-                        f"{path} is noise-model format v{meta['version']}; this rawgate reads "
-                        f"≤ v{MODEL_VERSION} (upgrade rawgate)"
-                    )
+                meta = read_manifest(
+                    zf, "meta.json", fmt=MODEL_FORMAT, max_version=MODEL_VERSION, path=path,
+                    what="noise model", missing="is not a rawgate noise model (no meta.json)",
+                    error=ModelError,
+                )
                 arrays: dict[str, np.ndarray | None] = {}
                 for name in _ARRAYS:
                     if name not in meta["sha256"]:

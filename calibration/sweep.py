@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ._files import fsync_replace
+from ._files import fsync_replace, read_manifest
 from .instruments._protocol import CameraIdentity, Instrument
 
 __all__ = [
@@ -324,16 +324,11 @@ def load_sweep(path: str | Path) -> SweepStats:
         raise SweepError(f"sweep file not found: {path}{hint}")
     try:
         with zipfile.ZipFile(path) as zf:
-            try:
-                manifest = json.loads(zf.read("manifest.json"))
-            except KeyError:
-                raise SweepError(f"{path} has no manifest: the sweep did not complete") from None
-            if manifest.get("format") != SWEEP_FORMAT:
-                raise SweepError(f"{path} is not a rawgate sweep")
-            if int(manifest.get("version", 0)) > SWEEP_VERSION:
-                raise SweepError(
-                    f"{path} is sweep format v{manifest['version']}; this rawgate reads ≤ v{SWEEP_VERSION}"
-                )
+            manifest = read_manifest(
+                zf, "manifest.json", fmt=SWEEP_FORMAT, max_version=SWEEP_VERSION, path=path,
+                what="sweep", missing="has no manifest: the sweep did not complete",
+                error=SweepError,
+            )
             levels = []
             for i, h in enumerate(manifest["levels"]):
                 arrs = {
