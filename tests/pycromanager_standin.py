@@ -65,7 +65,10 @@ class StandInPycromanagerCore:
     """
 
     def __init__(self, core: CMMCorePlus) -> None:
+        from rawgate.calibration.instruments.mmcore import release_at_exit
+
         self._c = core
+        release_at_exit(core)  # a real core: stop its callback thread before the test process exits
 
     def get_camera_device(self) -> str:
         return self._c.getCameraDevice()
