@@ -24,8 +24,13 @@ __all__ = [
     "PixelMaps",
     "FitResult",
     "fit_sweep",
+    "map_statistics",
+    "MAP_NAMES",
     "BAD_PIXEL_REASONS",
 ]
+
+#: The per-pixel maps, in the order reports show them.
+MAP_NAMES = ("offset_adu", "gain_e_per_adu", "read_noise_e", "dark_current_e_per_s")
 
 #: Bit flags of the bad-pixel mask and what each means.
 BAD_NOISY = 1
@@ -238,7 +243,9 @@ def _check_sweep(sweep: SweepStats) -> None:
         raise FitError("the sweep has no light frames: gain cannot be measured")
 
 
-def _check_signal(x: np.ndarray, y: np.ndarray, lights: list[LevelStats], var_dark: np.ndarray) -> None:
+def _check_signal(
+    x: np.ndarray, y: np.ndarray, lights: list[LevelStats], var_dark: np.ndarray, clipped: np.ndarray
+) -> None:
     """Refuse sweeps whose light levels carry no usable photon-transfer signal.
 
     A level is *saturated* when its mean is clearly above dark but its temporal variance is not
@@ -248,7 +255,6 @@ def _check_signal(x: np.ndarray, y: np.ndarray, lights: list[LevelStats], var_da
     var_y = y + var_dark
     se_y = np.sqrt(2.0 / ((n - 1) * npix)) * (var_y + var_dark)
     se_x = np.sqrt(np.maximum(var_dark, 1e-12) / npix)
-    clipped = np.array([float((np.asarray(lv.n_clipped) > 0).mean()) for lv in lights])
     signal = x > 5 * se_x
     noise_rises = y > 5 * se_y
     if not signal.any():
@@ -284,10 +290,11 @@ def fit_sweep(sweep: SweepStats, options: FitOptions | None = None) -> FitResult
     dk = np.array([dark.global_(lv.exposure_ms) for lv in lights])
     x = mu_y - dk[:, 0]
     y = var_y - dk[:, 1]
-    _check_signal(x, y, lights, dk[:, 1])
+    # share of pixels clipped at the ADC in each level (one pass over the, maybe mapped, counts)
+    clipped = np.array([float((np.asarray(lv.n_clipped) > 0).mean()) for lv in lights])
+    _check_signal(x, y, lights, dk[:, 1], clipped)
     h_rel = np.array([lv.light_level * lv.exposure_ms for lv in lights])
     i_sat = int(np.argmax(var_y))
-    clipped = np.array([float((np.asarray(lv.n_clipped) > 0).mean()) for lv in lights])
     saturation_reached = i_sat < len(lights) - 1 or clipped[-1] > 0.01
     if not saturation_reached:
         notes.append(
@@ -379,7 +386,7 @@ def fit_sweep(sweep: SweepStats, options: FitOptions | None = None) -> FitResult
         notes=notes,
     )
 
-    maps = _fit_pixels(lights, dark, k, x[i_sat] if saturation_reached else np.inf, opt)
+    maps = _fit_pixels(lights, dark, k, x[i_sat] if saturation_reached else np.inf, opt, lights[i50])
     good = maps.bad_pixels == 0
     quality = {
         "ptc_fit_r2": emva.ptc_fit_r2,
@@ -391,6 +398,30 @@ def fit_sweep(sweep: SweepStats, options: FitOptions | None = None) -> FitResult
         "saturation_reached": emva.saturation_reached,
     }
     return FitResult(emva=emva, maps=maps, quality=quality)
+
+
+def map_statistics(maps: Any) -> dict[str, dict[str, float | int] | None]:
+    """Median and 5th/95th percentiles of each map over good, finite pixels.
+
+    ``maps`` is anything with the map attributes and ``bad_pixels`` (:class:`PixelMaps`, a
+    :class:`~rawgate.calibration.model.NoiseModel`). Returns ``{name: {"median", "p5", "p95",
+    "n"}}``; ``None`` for a map not measured (one dark exposure) or without a finite good pixel.
+    """
+    good = np.asarray(maps.bad_pixels) == 0
+    out: dict[str, dict[str, float | int] | None] = {}
+    for name in MAP_NAMES:
+        a = getattr(maps, name)
+        if a is None:
+            out[name] = None
+            continue
+        a = np.asarray(a, np.float64)
+        v = a[good & np.isfinite(a)]
+        if v.size == 0:
+            out[name] = None
+            continue
+        p5, med, p95 = np.percentile(v, [5, 50, 95])
+        out[name] = {"median": float(med), "p5": float(p5), "p95": float(p95), "n": int(v.size)}
+    return out
 
 
 def _spatial_var(lv: LevelStats, box: int) -> float:
@@ -412,14 +443,14 @@ def _fit_pixels(
     k_global: float,
     x_sat: float,
     opt: FitOptions,
+    response_level: LevelStats,
 ) -> PixelMaps:
+    """Per-pixel maps; ``response_level`` (the level nearest 50 % of saturation, as for PRNU)
+    gives each pixel's response for the dead/weak-pixel test."""
     shape = lights[0].mean_adu.shape
     sxy = np.zeros(shape)
     sxx = np.zeros(shape)
     n_used = np.zeros(shape, np.int32)
-    resp = np.zeros(shape)  # per-pixel response at the level nearest 50 % saturation
-    target = 0.5 * x_sat if np.isfinite(x_sat) else None
-    best = None
     for lv in lights:
         md, vd = dark.pixel(lv.exposure_ms)
         xp = np.asarray(lv.mean_adu, np.float64) - md
@@ -435,10 +466,6 @@ def _fit_pixels(
         sxy += w * xp * yp
         sxx += w * xp * xp
         n_used += ok
-        if best is None or (target is not None and abs(gx - target) < abs(best - target)) or (
-            target is None and gx > best
-        ):
-            best, resp = gx, xp
     with np.errstate(divide="ignore", invalid="ignore"):
         slope = sxy / sxx  # ADU/e-
         gain = 1.0 / slope
@@ -485,6 +512,7 @@ def _fit_pixels(
     if dc is not None:
         zd = _robust_z(dc, valid)
         bad[zd > z] |= BAD_HOT
+    resp = np.asarray(response_level.mean_adu, np.float64) - dark.pixel(response_level.exposure_ms)[0]
     med_resp = np.median(resp[valid]) if valid.any() else 0.0
     if med_resp > 0:
         bad[resp < 0.5 * med_resp] |= BAD_DEAD

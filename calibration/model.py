@@ -276,19 +276,9 @@ class NoiseModel:
 
     def summary(self) -> dict[str, Any]:
         """Identity, dates and robust statistics of each map over good pixels (for reports)."""
+        from .fit import map_statistics
+
         good = self.bad_pixels == 0
-        stats = {}
-        for name in ("offset_adu", "gain_e_per_adu", "read_noise_e", "dark_current_e_per_s"):
-            a = getattr(self, name)
-            if a is None:
-                stats[name] = None
-                continue
-            v = a[good] if good.any() else a.ravel()
-            stats[name] = {
-                "median": float(np.median(v)),
-                "p5": float(np.percentile(v, 5)),
-                "p95": float(np.percentile(v, 95)),
-            }
         return {
             "identity": self.identity.to_dict(),
             "created": self.created,
@@ -296,7 +286,7 @@ class NoiseModel:
             "shape": list(self.shape),
             "bad_pixels": int((~good).sum()),
             "bad_pixel_fraction": float((~good).mean()),
-            "maps": stats,
+            "maps": map_statistics(self),
             "emva": self.emva,
             "fit_quality": self.fit_quality,
             "sha256": self.sha256,

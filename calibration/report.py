@@ -34,7 +34,7 @@ from matplotlib.ticker import (
 )
 
 from ._files import atomic_write, to_jsonable
-from .fit import BAD_PIXEL_REASONS, EMVAResult, FitResult, PixelMaps
+from .fit import BAD_PIXEL_REASONS, map_statistics, EMVAResult, FitResult, PixelMaps
 from .instruments._protocol import CameraIdentity
 
 __all__ = [
@@ -173,32 +173,6 @@ def _save_figure(fig: Figure, path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ JSON
-
-
-def map_statistics(maps: PixelMaps) -> dict[str, dict[str, float | int] | None]:
-    """Median and 5th/95th percentiles of each map over good, finite pixels.
-
-    Returns
-    -------
-    dict
-        ``{map name: {"median", "p5", "p95", "n"}}``; ``None`` for a map that was not measured
-        (dark current from a single exposure) or has no finite good pixel.
-    """
-    good = maps.bad_pixels == 0
-    out: dict[str, dict[str, float | int] | None] = {}
-    for name, *_ in _MAPS:
-        a = getattr(maps, name)
-        if a is None:
-            out[name] = None
-            continue
-        a = np.asarray(a, np.float64)
-        v = a[good & np.isfinite(a)]
-        if v.size == 0:
-            out[name] = None
-            continue
-        p5, med, p95 = np.percentile(v, [5, 50, 95])
-        out[name] = {"median": float(med), "p5": float(p5), "p95": float(p95), "n": int(v.size)}
-    return out
 
 
 def bad_pixel_table(maps: PixelMaps) -> list[dict[str, Any]]:

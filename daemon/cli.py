@@ -62,10 +62,6 @@ def _user_errors() -> Iterator[None]:
         _fail(f"{type(e).__name__}: {e}")
 
 
-def _config(path: Optional[Path]) -> RawgateConfig:
-    return load_config(path)
-
-
 # ---------------------------------------------------------------------------- config
 @config_app.command("validate")
 def config_validate(file: Annotated[Path, typer.Argument(help="YAML config file")]) -> None:
@@ -82,7 +78,11 @@ def config_validate(file: Annotated[Path, typer.Argument(help="YAML config file"
 
 # ---------------------------------------------------------------------------- calibrate
 def _print_run(run, truth_cmp: dict | None = None) -> None:
+    from rawgate.calibration.fit import map_statistics
+
     e = run.fit.emva
+    dc_stats = map_statistics(run.fit.maps)["dark_current_e_per_s"]
+    bad = run.fit.maps.bad_pixels != 0
     t = Table(title=f"Calibration of {run.model.identity.name} ({run.model.identity.serial})")
     t.add_column("figure")
     t.add_column("value", justify="right")
@@ -101,11 +101,9 @@ def _print_run(run, truth_cmp: dict | None = None) -> None:
         ),
         (
             "dark current (median pixel)",
-            "not measured"
-            if run.model.dark_current_e_per_s is None
-            else f"{run.model.summary()['maps']['dark_current_e_per_s']['median']:.3f} e-/s",
+            "not measured" if dc_stats is None else f"{dc_stats['median']:.3f} e-/s",
         ),
-        ("bad pixels", f"{int((run.model.bad_pixels != 0).sum())} ({(run.model.bad_pixels != 0).mean():.2%})"),
+        ("bad pixels", f"{int(bad.sum())} ({bad.mean():.2%})"),
     ]
     for k, v in rows:
         t.add_row(k, v)
@@ -193,9 +191,8 @@ def calibrate(
 ) -> None:
     """Photon-transfer sweep, fit, noise model and report for the configured camera."""
     with _user_errors():
-        cfg = _config(config)
+        cfg = load_config(config)
         c = cfg.calibration
-        updates: dict = {}
         inst = c.instrument
         if simulated:
             inst = inst.model_copy(update={"kind": "simulated"})
@@ -208,8 +205,9 @@ def calibrate(
             sweep = sweep.model_copy(update={"frames_per_level": frames, "dark_frames": frames})
         if levels is not None:
             sweep = sweep.model_copy(update={"light_levels": levels})
-        updates = {"instrument": inst, "sweep": sweep}
-        cfg = cfg.model_copy(update={"calibration": c.model_copy(update=updates)})
+        cfg = cfg.model_copy(
+            update={"calibration": c.model_copy(update={"instrument": inst, "sweep": sweep})}
+        )
         # re-validate the combination (e.g. frames ≥ 2)
         cfg = RawgateConfig.model_validate(cfg.model_dump())
         run, extra = _run_calibration(cfg, out, with_truth=cfg.calibration.instrument.kind == "simulated")
@@ -262,7 +260,7 @@ def calibration_compare(
     from rawgate.calibration.model import NoiseModel
 
     with _user_errors():
-        d = _config(config).calibration.drift
+        d = load_config(config).calibration.drift
         tol = DriftTolerances(**d.model_dump())
         rep = compare_models(NoiseModel.load(old), NoiseModel.load(new), tol)
     if as_json:
@@ -300,7 +298,7 @@ def calibration_refit(
     from rawgate.calibration.session import refit
 
     with _user_errors():
-        f = _config(config).calibration.fit
+        f = load_config(config).calibration.fit
         with err.status("fitting and writing the report…"):
             run = refit(sweep, out, fit_options=FitOptions(**f.model_dump()))
         _print_run(run)
@@ -315,7 +313,7 @@ def demo(
     """Everything on the simulated microscope (this release: a full calibration of the
     simulated sCMOS camera through UniMMCore, its report and summary, with the known truth)."""
     with _user_errors():
-        cfg = _config(config) if config else RawgateConfig.model_validate(DEMO_SETTINGS)
+        cfg = load_config(config) if config else RawgateConfig.model_validate(DEMO_SETTINGS)
         if cfg.calibration.instrument.kind != "simulated":
             _fail("the demo runs on the simulated microscope (instrument.kind: simulated)")
         console.rule("rawgate demo: calibrating the simulated sCMOS camera")
