@@ -185,46 +185,56 @@ class NoiseModel:
             )
 
     # ------------------------------------------------------------------ I/O
+    def _write_zip(self, fh) -> None:
+        digests: dict[str, str] = {}
+        zf = zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED, compresslevel=1)
+        for name in _ARRAYS:
+            a = getattr(self, name)
+            if a is None:
+                continue
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
+            data = buf.getvalue()
+            digests[name] = hashlib.sha256(data).hexdigest()
+            zf.writestr(f"{name}.npy", data)
+        meta = {
+            "format": MODEL_FORMAT,
+            "version": MODEL_VERSION,
+            "identity": self.identity.to_dict(),
+            "created": self.created,
+            "estimated": self.estimated,
+            "source": self.source,
+            "fit_quality": to_jsonable(self.fit_quality),
+            "emva": to_jsonable(self.emva),
+            "sha256": digests,
+            "model_sha256": self.sha256,
+            "units": {
+                "offset_adu": "ADU",
+                "gain_e_per_adu": "e-/ADU",
+                "read_noise_e": "e- rms",
+                "dark_current_e_per_s": "e-/s",
+                "bad_pixels": "bit mask",
+            },
+        }
+        zf.writestr("meta.json", json.dumps(meta, indent=1, allow_nan=False))
+        zf.close()
+
     def save(self, path: str | Path) -> Path:
         """Write atomically (temp file, fsync, rename); returns the path."""
         path = Path(path)
-        digests: dict[str, str] = {}
-
-        def write(fh) -> None:
-            zf = zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED, compresslevel=1)
-            for name in _ARRAYS:
-                a = getattr(self, name)
-                if a is None:
-                    continue
-                buf = io.BytesIO()
-                np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
-                data = buf.getvalue()
-                digests[name] = hashlib.sha256(data).hexdigest()
-                zf.writestr(f"{name}.npy", data)
-            meta = {
-                "format": MODEL_FORMAT,
-                "version": MODEL_VERSION,
-                "identity": self.identity.to_dict(),
-                "created": self.created,
-                "estimated": self.estimated,
-                "source": self.source,
-                "fit_quality": to_jsonable(self.fit_quality),
-                "emva": to_jsonable(self.emva),
-                "sha256": digests,
-                "model_sha256": self.sha256,
-                "units": {
-                    "offset_adu": "ADU",
-                    "gain_e_per_adu": "e-/ADU",
-                    "read_noise_e": "e- rms",
-                    "dark_current_e_per_s": "e-/s",
-                    "bad_pixels": "bit mask",
-                },
-            }
-            zf.writestr("meta.json", json.dumps(meta, indent=1, allow_nan=False))
-            zf.close()
-
-        atomic_write(path, write)
+        atomic_write(path, self._write_zip)
         return path
+
+    def to_bytes(self) -> bytes:
+        """The exact bytes :meth:`save` writes (for embedding a model inside compressed data)."""
+        buf = io.BytesIO()
+        self._write_zip(buf)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, origin: str = "embedded noise model") -> "NoiseModel":
+        """Read and verify a model from the bytes of a model file (see :meth:`load`)."""
+        return cls._read_zip(io.BytesIO(data), origin)
 
     @classmethod
     def load(cls, path: str | Path) -> "NoiseModel":
@@ -238,8 +248,12 @@ class NoiseModel:
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"noise model not found: {path}")
+        return cls._read_zip(path, path)
+
+    @classmethod
+    def _read_zip(cls, source, path) -> "NoiseModel":
         try:
-            with zipfile.ZipFile(path) as zf:
+            with zipfile.ZipFile(source) as zf:
                 meta = read_manifest(
                     zf, "meta.json", fmt=MODEL_FORMAT, max_version=MODEL_VERSION, path=path,
                     what="noise model", missing="is not a rawgate noise model (no meta.json)",

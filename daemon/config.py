@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "RawgateConfig",
@@ -136,11 +136,48 @@ class CalibrationConfig(_Strict):
     )
 
 
+def _check_codec_spec(spec: str) -> str:
+    from .codecs import CodecError, get_codec
+
+    try:
+        get_codec(spec)
+    except CodecError as e:
+        raise ValueError(str(e)) from None
+    return spec
+
+
+class CompressionConfig(_Strict):
+    """Which codecs compress the data (spec strings, see ``rawgate codecs``)."""
+
+    codec: str = Field(
+        "noisecal:step=2", description="Codec for data with a calibration, e.g. noisecal:step=2"
+    )
+    fallback_codec: str = Field(
+        "jpegxl:effort=1", description="Lossless codec when the check fails or no calibration fits"
+    )
+
+    @field_validator("codec")
+    @classmethod
+    def _codec(cls, v: str) -> str:
+        return _check_codec_spec(v)
+
+    @field_validator("fallback_codec")
+    @classmethod
+    def _fallback(cls, v: str) -> str:
+        from .codecs import get_codec
+
+        _check_codec_spec(v)
+        if not get_codec(v).lossless:
+            raise ValueError(f"{v!r} is lossy; the fallback codec must be lossless")
+        return v
+
+
 class RawgateConfig(_Strict):
     """The whole configuration file."""
 
     version: Literal[1] = 1
     calibration: CalibrationConfig = CalibrationConfig()
+    compression: CompressionConfig = CompressionConfig()
 
 
 class ConfigError(ValueError):

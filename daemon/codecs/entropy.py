@@ -1,0 +1,131 @@
+"""Entropy stages for integer code images (the quantised indices of ``noisecal``).
+
+A stage turns a ``(H, W)`` uint8/uint16 code image into bytes and back, losslessly. Images are cut
+into horizontal tiles coded independently in a thread pool (imagecodecs releases the GIL), so both
+cores work even for coders that are single-threaded (JPEG-LS, pcodec, zstd).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import imagecodecs
+import numpy as np
+
+__all__ = ["STAGES", "encode_tiles", "decode_tiles", "EntropyError"]
+
+
+class EntropyError(ValueError):
+    """An entropy stage that does not exist or a payload it cannot decode."""
+
+
+def _jxl(effort: int):
+    def enc(t: np.ndarray) -> bytes:
+        return imagecodecs.jpegxl_encode(t, lossless=True, effort=effort, numthreads=1)
+
+    return enc
+
+
+def _dec_image(fn: Callable[[bytes], np.ndarray]):
+    def dec(b: memoryview, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+        return np.asarray(fn(b)).astype(dtype, copy=False).reshape(shape)
+
+    return dec
+
+
+def _dec_bytes(fn: Callable[[bytes], bytes]):
+    def dec(b: memoryview, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+        return np.frombuffer(fn(b), dtype).reshape(shape)
+
+    return dec
+
+
+def _pcodec_dec(b, shape, dtype):
+    return imagecodecs.pcodec_decode(b, shape=shape, dtype=dtype)
+
+
+#: name → (encode(tile) -> bytes, decode(bytes, shape, dtype) -> tile)
+STAGES: dict[str, tuple[Callable, Callable]] = {
+    "jpegls": (lambda t: imagecodecs.jpegls_encode(t), _dec_image(imagecodecs.jpegls_decode)),
+    "jpegxl1": (_jxl(1), _dec_image(lambda b: imagecodecs.jpegxl_decode(b, numthreads=1))),
+    "jpegxl2": (_jxl(2), _dec_image(lambda b: imagecodecs.jpegxl_decode(b, numthreads=1))),
+    "jpegxl3": (_jxl(3), _dec_image(lambda b: imagecodecs.jpegxl_decode(b, numthreads=1))),
+    "htj2k": (
+        lambda t: imagecodecs.htj2k_encode(t, reversible=True),
+        _dec_image(imagecodecs.htj2k_decode),
+    ),
+    "pcodec": (lambda t: imagecodecs.pcodec_encode(t), _pcodec_dec),
+    "zstd": (lambda t: imagecodecs.zstd_encode(t, level=3), _dec_bytes(imagecodecs.zstd_decode)),
+    "zstd1": (lambda t: imagecodecs.zstd_encode(t, level=1), _dec_bytes(imagecodecs.zstd_decode)),
+    "lz4-bitshuffle": (
+        lambda t: imagecodecs.blosc2_encode(
+            t, level=5, compressor="lz4", shuffle="bitshuffle", typesize=t.itemsize, numthreads=1
+        ),
+        _dec_bytes(lambda b: imagecodecs.blosc2_decode(b, numthreads=1)),
+    ),
+    "zstd-bitshuffle": (
+        lambda t: imagecodecs.blosc2_encode(
+            t, level=1, compressor="zstd", shuffle="bitshuffle", typesize=t.itemsize, numthreads=1
+        ),
+        _dec_bytes(lambda b: imagecodecs.blosc2_decode(b, numthreads=1)),
+    ),
+}
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        from .lossless import n_workers
+
+        _POOL = ThreadPoolExecutor(n_workers(), thread_name_prefix="rawgate-entropy")
+    return _POOL
+
+
+def _bounds(h: int, tile_rows: int) -> list[tuple[int, int]]:
+    return [(r, min(h, r + tile_rows)) for r in range(0, h, tile_rows)]
+
+
+def encode_tiles(codes: np.ndarray, stage: str, tile_rows: int) -> bytes:
+    """Code a ``(P, H, W)`` stack tile by tile; returns a table of lengths + the tiles."""
+    if stage not in STAGES:
+        raise EntropyError(f"unknown entropy stage {stage!r}; known: {', '.join(STAGES)}")
+    enc = STAGES[stage][0]
+    P, H, W = codes.shape
+    jobs = [codes[p, r0:r1] for p in range(P) for r0, r1 in _bounds(H, tile_rows)]
+    parts = list(_pool().map(lambda t: bytes(enc(np.ascontiguousarray(t))), jobs))
+    table = struct.pack(f"<I{len(parts)}I", len(parts), *(len(b) for b in parts))
+    return table + b"".join(parts)
+
+
+def decode_tiles(data: memoryview, stage: str, shape: tuple[int, int, int], dtype: np.dtype,
+                 tile_rows: int) -> np.ndarray:
+    """Inverse of :func:`encode_tiles`."""
+    if stage not in STAGES:
+        raise EntropyError(f"unknown entropy stage {stage!r}; known: {', '.join(STAGES)}")
+    dec = STAGES[stage][1]
+    P, H, W = shape
+    bounds = _bounds(H, tile_rows)
+    n = P * len(bounds)
+    if len(data) < 4 or struct.unpack_from("<I", data, 0)[0] != n:
+        raise EntropyError(f"tile table does not match {n} tiles")
+    lengths = struct.unpack_from(f"<{n}I", data, 4)
+    pos = 4 + 4 * n
+    if pos + sum(lengths) != len(data):
+        raise EntropyError("tile table does not match the payload length")
+    jobs = []
+    for i, ln in enumerate(lengths):
+        p, (r0, r1) = divmod(i, len(bounds))[0], bounds[i % len(bounds)]
+        jobs.append((p, r0, r1, data[pos : pos + ln]))
+        pos += ln
+    out = np.empty(shape, dtype)
+
+    def run(job):
+        p, r0, r1, b = job
+        out[p, r0:r1] = dec(b, (r1 - r0, W), dtype)
+
+    list(_pool().map(run, jobs))
+    return out

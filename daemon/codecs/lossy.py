@@ -1,0 +1,216 @@
+"""Classical lossy codecs: the baselines of Pomarico et al. and Zhou et al.
+
+* ``eightbit`` — 16 → 8-bit conversion, decoded back to the original dtype (what a lab does when it
+  "saves as 8-bit"); two mappings: ImageJ's (``range=auto``: the data's min–max, ImageJ's
+  ``TypeConverter``: ``v8 = min(255, int((x − min)·256/(max − min + 1) + 0.5))``) and a fixed one
+  (``range=fixed``: ``low``–``high``, default the full range of ``bits``; 16 bits ⇒ ``x >> 8``).
+  Decoding maps each 8-bit value back to the middle of its input bin.
+* ``jpeg`` — baseline JPEG (libjpeg-turbo); uint8 as 8-bit, uint16 as 12-bit JPEG (values above
+  4095 are first mapped linearly from the data's min–max onto 0–4095, recorded in the stream).
+* ``jpeg2k`` — JPEG 2000 lossy (OpenJPEG), ``quality`` 1–100 (imagecodecs' level).
+* ``jpegxr`` — JPEG-XR, ``quality`` 0–1.
+* ``jpegxl`` with ``distance``/``ratio`` and ``lerc`` with ``max_error``/``ratio`` live in
+  :mod:`.lossless` next to their lossless settings.
+
+Every codec defined by a ratio ("JPEG 10:1") takes ``ratio=``: the highest quality whose ratio is
+still ≥ the target is searched on the array being compressed, and the setting used is recorded in
+the stream header.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import imagecodecs
+import numpy as np
+
+from .base import Codec, CodecError, register_codec
+from .lossless import _PlaneCodec
+
+__all__ = ["EightBit", "Jpeg", "Jpeg2000", "JpegXR", "imagej_to_8bit", "fixed_to_8bit"]
+
+
+def imagej_to_8bit(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """ImageJ's 16 → 8-bit conversion with display range ``[low, high]`` (``ShortProcessor``)."""
+    scale = 256.0 / (high - low + 1.0)
+    v = np.floor((x.astype(np.float64) - low).clip(0, None) * scale + 0.5)
+    return v.clip(0, 255).astype(np.uint8)
+
+
+def fixed_to_8bit(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Fixed linear mapping of ``[low, high]`` onto 0–255 by truncation (16-bit full range ⇒ ``x >> 8``)."""
+    scale = 256.0 / (high - low + 1.0)
+    v = np.floor((x.astype(np.float64) - low) * scale)
+    return v.clip(0, 255).astype(np.uint8)
+
+
+@register_codec
+@dataclasses.dataclass(frozen=True)
+class EightBit(Codec):
+    codec_id: ClassVar[str] = "eightbit"
+    family: ClassVar[str] = "lossy"
+    summary: ClassVar[str] = "16 → 8-bit conversion (ImageJ min–max or a fixed range), stored as raw 8-bit"
+    option_help: ClassVar[dict[str, str]] = {
+        "range": "auto (ImageJ: the data's min–max) or fixed (low–high)",
+        "low": "fixed range: lowest value [ADU] (default 0)",
+        "high": "fixed range: highest value [ADU] (default 2**bits − 1)",
+        "bits": "fixed range: bit depth whose full range is mapped (default: the dtype's)",
+    }
+    range: str = "auto"
+    low: float | None = None
+    high: float | None = None
+    bits: int | None = None
+
+    def __post_init__(self):
+        if self.range not in ("auto", "fixed"):
+            raise CodecError(f"eightbit: range must be auto or fixed, got {self.range!r}")
+        if self.bits is not None and not 1 <= self.bits <= 16:
+            raise CodecError(f"eightbit: bits must be in 1..16, got {self.bits}")
+
+    def _limits(self, a: np.ndarray) -> tuple[float, float]:
+        if self.range == "auto":
+            return float(a.min()), float(a.max())
+        bits = self.bits or a.dtype.itemsize * 8
+        low = 0.0 if self.low is None else float(self.low)
+        high = float(2**bits - 1) if self.high is None else float(self.high)
+        if high <= low:
+            raise CodecError(f"eightbit: high ({high}) must exceed low ({low})")
+        return low, high
+
+    def _encode(self, a):
+        low, high = self._limits(a)
+        conv = imagej_to_8bit if self.range == "auto" else fixed_to_8bit
+        return {"low": low, "high": high}, [conv(a, low, high).tobytes()]
+
+    def _decode(self, header, sections, dtype, shape):
+        low, high = float(header["low"]), float(header["high"])
+        v = np.frombuffer(sections[0], np.uint8)
+        if v.size != int(np.prod(shape)):
+            raise CodecError(f"eightbit: {v.size} values for shape {shape}")
+        scale = 256.0 / (high - low + 1.0)
+        centre = 0.0 if self.range == "auto" else 0.5  # ImageJ rounds; the fixed map truncates
+        x = low + (v.astype(np.float64) + centre) / scale
+        if self.range == "auto":
+            x = np.minimum(x, high)
+        info = np.iinfo(dtype) if dtype.kind in "ui" else None
+        x = np.floor(x + 0.5) if info else x
+        if info:
+            x = x.clip(info.min, info.max)
+        return x.astype(dtype).reshape(shape)
+
+
+@register_codec
+@dataclasses.dataclass(frozen=True)
+class Jpeg(_PlaneCodec):
+    codec_id: ClassVar[str] = "jpeg"
+    family: ClassVar[str] = "lossy"
+    summary: ClassVar[str] = "JPEG (8-bit for uint8, 12-bit for uint16), quality= or ratio="
+    option_help: ClassVar[dict[str, str]] = {
+        "quality": "1–100",
+        "ratio": "search the quality that reaches this compression ratio (e.g. 10, 100)",
+    }
+    quality: int = 75
+    ratio: float | None = None
+
+    def __post_init__(self):
+        if not 1 <= self.quality <= 100:
+            raise CodecError(f"jpeg: quality must be in 1..100, got {self.quality}")
+        if self.ratio is not None and self.ratio <= 1:
+            raise CodecError(f"jpeg: ratio must be > 1, got {self.ratio}")
+
+    def _fixed_setting(self):
+        return float(self.quality)
+
+    def _ratio_search(self):
+        return None if self.ratio is None else (self.ratio, 1.0, 100.0, True, True)
+
+    def _encode(self, a):
+        # uint16 beyond 12 bits: map the data's range onto 12 bits first (recorded for decode)
+        lo, hi = (float(a.min()), float(a.max())) if a.dtype == np.uint16 else (0.0, 0.0)
+        scaled = a.dtype == np.uint16 and hi > 4095
+        if scaled:
+            a = np.floor((a - lo) * (4095.0 / max(hi - lo, 1.0)) + 0.5).astype(np.uint16)
+        extra, sections = super()._encode(a)
+        extra["map12"] = [lo, hi] if scaled else None
+        return extra, sections
+
+    def _encode_plane(self, p, setting):
+        bits = 8 if p.dtype == np.uint8 else 12
+        return imagecodecs.jpeg8_encode(p, level=int(setting), bitspersample=bits)
+
+    def _decode_plane(self, data, dtype, hw):
+        return imagecodecs.jpeg8_decode(data).astype(dtype, copy=False)
+
+    def _decode(self, header, sections, dtype, shape):
+        a = super()._decode(header, sections, dtype, shape)
+        m = header.get("map12")
+        if m:
+            lo, hi = m
+            a = np.floor(a * ((hi - lo) / 4095.0) + lo + 0.5).clip(0, 65535).astype(dtype)
+        return a
+
+
+@register_codec
+@dataclasses.dataclass(frozen=True)
+class Jpeg2000(_PlaneCodec):
+    codec_id: ClassVar[str] = "jpeg2k"
+    family: ClassVar[str] = "lossy"
+    summary: ClassVar[str] = "JPEG 2000 lossy (OpenJPEG), quality= or ratio="
+    option_help: ClassVar[dict[str, str]] = {
+        "quality": "1–100 (imagecodecs' level; higher is better)",
+        "ratio": "search the quality that reaches this compression ratio",
+    }
+    quality: int = 60
+    ratio: float | None = None
+
+    def __post_init__(self):
+        if not 1 <= self.quality <= 100:
+            raise CodecError(f"jpeg2k: quality must be in 1..100, got {self.quality}")
+        if self.ratio is not None and self.ratio <= 1:
+            raise CodecError(f"jpeg2k: ratio must be > 1, got {self.ratio}")
+
+    def _fixed_setting(self):
+        return float(self.quality)
+
+    def _ratio_search(self):
+        return None if self.ratio is None else (self.ratio, 1.0, 100.0, True, True)
+
+    def _encode_plane(self, p, setting):
+        return imagecodecs.jpeg2k_encode(p, level=int(setting), numthreads=1)
+
+    def _decode_plane(self, data, dtype, hw):
+        return imagecodecs.jpeg2k_decode(data).astype(dtype, copy=False)
+
+
+@register_codec
+@dataclasses.dataclass(frozen=True)
+class JpegXR(_PlaneCodec):
+    codec_id: ClassVar[str] = "jpegxr"
+    family: ClassVar[str] = "lossy"
+    summary: ClassVar[str] = "JPEG-XR, quality= (0–1) or ratio="
+    option_help: ClassVar[dict[str, str]] = {
+        "quality": "0–1 (1 = lossless)",
+        "ratio": "search the quality that reaches this compression ratio",
+    }
+    quality: float = 0.8
+    ratio: float | None = None
+
+    def __post_init__(self):
+        if not 0 < self.quality <= 1:
+            raise CodecError(f"jpegxr: quality must be in (0, 1], got {self.quality}")
+        if self.ratio is not None and self.ratio <= 1:
+            raise CodecError(f"jpegxr: ratio must be > 1, got {self.ratio}")
+
+    def _fixed_setting(self):
+        return self.quality
+
+    def _ratio_search(self):
+        return None if self.ratio is None else (self.ratio, 0.01, 1.0, False, True)
+
+    def _encode_plane(self, p, setting):
+        return imagecodecs.jpegxr_encode(p, level=float(setting))
+
+    def _decode_plane(self, data, dtype, hw):
+        return imagecodecs.jpegxr_decode(data).astype(dtype, copy=False)
+

@@ -1,0 +1,73 @@
+"""Where decoders find the noise model a stream names by its SHA-256.
+
+Order: models registered in this process (every model a codec was built with, and every model
+embedded in a stream or container that was read), then the model store directories: the paths in
+``RAWGATE_MODEL_PATH`` (``os.pathsep``-separated) and ``$XDG_DATA_HOME/rawgate/models``
+(default ``~/.local/share/rawgate/models``), holding files named ``<sha256>.rgnoise``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rawgate.calibration.model import MODEL_SUFFIX, ModelError, NoiseModel
+
+__all__ = ["register_model", "find_model", "store_model", "store_dirs", "model_sha256",
+           "ModelNotFoundError"]
+
+_KNOWN: dict[str, NoiseModel] = {}
+_SHA_BY_ID: dict[int, tuple[NoiseModel, str]] = {}
+
+
+class ModelNotFoundError(ModelError):
+    """A stream needs a noise model that is neither embedded, given, registered nor stored."""
+
+
+def model_sha256(model: NoiseModel) -> str:
+    """``model.sha256``, computed once per model object (it hashes every map)."""
+    hit = _SHA_BY_ID.get(id(model))
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    sha = model.sha256
+    if len(_SHA_BY_ID) > 16:
+        _SHA_BY_ID.clear()
+    _SHA_BY_ID[id(model)] = (model, sha)
+    return sha
+
+
+def register_model(model: NoiseModel) -> str:
+    """Make a model findable by hash in this process; returns its hash."""
+    sha = model_sha256(model)
+    _KNOWN.setdefault(sha, model)
+    return sha
+
+
+def store_dirs() -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get("RAWGATE_MODEL_PATH", "").split(os.pathsep) if p]
+    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return dirs + [data_home / "rawgate" / "models"]
+
+
+def store_model(model: NoiseModel, directory: str | Path | None = None) -> Path:
+    """Save a model into a store directory as ``<sha256>.rgnoise`` (atomic; no-op if present)."""
+    d = Path(directory) if directory is not None else store_dirs()[-1]
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{model_sha256(model)}{MODEL_SUFFIX}"
+    if not path.exists():
+        model.save(path)
+    return path
+
+
+def find_model(sha: str) -> NoiseModel | None:
+    """The model with this hash, or None."""
+    if sha in _KNOWN:
+        return _KNOWN[sha]
+    for d in store_dirs():
+        path = d / f"{sha}{MODEL_SUFFIX}"
+        if path.is_file():
+            model = NoiseModel.load(path)
+            if model_sha256(model) == sha:
+                _KNOWN[sha] = model
+                return model
+    return None
