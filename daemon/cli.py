@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -31,36 +29,7 @@ config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True
 app.add_typer(calibration_app, name="calibration")
 app.add_typer(config_app, name="config")
 
-console = Console()
-err = Console(stderr=True, soft_wrap=True)  # error lines stay whole in logs
-
-EXIT_FAILED_CHECK = 1
-EXIT_BAD_INPUT = 2
-
-
-def _fail(msg: str, code: int = EXIT_BAD_INPUT) -> None:
-    err.print(f"[bold red]error:[/] {msg}", highlight=False)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn the library's documented errors into a message and exit code 2."""
-    from rawgate.calibration.fit import FitError
-    from rawgate.calibration.instruments import InstrumentError
-    from rawgate.calibration.model import ModelError
-    from rawgate.calibration.sweep import SweepError
-
-    try:
-        yield
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted: nothing was written[/]")
-        raise typer.Exit(130) from None
-    except ConfigError as e:
-        _fail(str(e))
-    except (InstrumentError, SweepError, FitError, ModelError, ValueError, OSError) as e:
-        _fail(f"{type(e).__name__}: {e}")
-
+from ._cli_common import EXIT_BAD_INPUT, EXIT_FAILED_CHECK, _fail, _user_errors, console, err  # noqa: E402
 
 # ---------------------------------------------------------------------------- config
 @config_app.command("validate")
@@ -331,6 +300,11 @@ DEMO_SETTINGS: dict = {
         "output_dir": "demo-output",
     },
 }
+
+
+from . import cli_codecs  # noqa: E402
+
+cli_codecs.register(app)
 
 
 def main() -> None:

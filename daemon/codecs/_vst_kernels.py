@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["forward", "inverse", "bad_residuals", "apply_residuals", "gather_marked",
+__all__ = ["forward", "inverse", "apply_residuals", "gather_marked",
            "scatter_marked", "dither", "plane_key"]
 
 _BLOCK_ROWS = 16
@@ -63,11 +63,14 @@ def plane_key(seed, plane):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def forward(x, alpha, beta, offset, seed, plane0, kbase, marker, sat_adu, out, nmarked):
+def forward(x, alpha, beta, offset, seed, plane0, kbase, marker, sat_adu, out, nmarked,
+            bad_mask, bad_row_start, residual, xmax):
     """Stabilise, dither and quantise a stack ``x`` ``(P, H, W)`` into codes ``out``.
 
     Pixels at or above ``sat_adu`` and codes outside ``[0, marker)`` get ``marker``;
-    ``nmarked[p, r]`` counts them per row.
+    ``nmarked[p, r]`` counts them per row. At the model's bad pixels (``bad_mask``, numbered in
+    raster order from ``bad_row_start[r]``) the exact residual ``x − inverse(code)`` goes into
+    ``residual[p, j]`` (0 for marker pixels, which are stored exactly anyway).
     """
     P, H, W = x.shape
     nb = (H + _BLOCK_ROWS - 1) // _BLOCK_ROWS
@@ -95,6 +98,21 @@ def forward(x, alpha, beta, offset, seed, plane0, kbase, marker, sat_adu, out, n
                     out[p, r, c] = kf
                     cnt += bad
                 nmarked[p, r] = cnt
+                j = bad_row_start[r]
+                if j == bad_row_start[r + 1]:
+                    continue
+                for c in range(W):  # second, sparse pass over this row's bad pixels
+                    if bad_mask[r, c] == 0:
+                        continue
+                    kv = out[p, r, c]
+                    if kv != marker:
+                        xi = _invert(
+                            np.float64(kv), np.float64(kbase), np.float64(alpha[r, c]),
+                            np.float64(beta[r, c]), np.float64(offset[r, c]),
+                            np.float64(_u(key, base + c)), xmax,
+                        )
+                        residual[p, j] = np.int32(np.int64(x[p, r, c]) - np.int64(xi))
+                    j += 1
 
 
 @njit(inline="always", cache=True)
@@ -139,33 +157,6 @@ def inverse(k, alpha, beta, offset, seed, plane0, kbase, xmax, out):
                         np.float64(k[p, r, c]), np.float64(kbase), np.float64(alpha[r, c]),
                         np.float64(beta[r, c]), np.float64(offset[r, c]), u, xmax,
                     )
-
-
-@njit(parallel=True, cache=True)
-def bad_residuals(x, k, alpha, beta, offset, seed, plane0, kbase, xmax, marker, bad_flat):
-    """Exact residual ``x − inverse(k)`` at the model's bad pixels, ``(P, n_bad)`` int32.
-
-    Pixels carrying the marker are stored exactly anyway and get residual 0.
-    """
-    P = k.shape[0]
-    W = alpha.shape[1]
-    n = bad_flat.size
-    out = np.zeros((P, n), np.int32)
-    for p in prange(P):
-        key = plane_key(seed, plane0 + p)
-        for j in range(n):
-            f = bad_flat[j]
-            r = f // W
-            c = f - r * W
-            if k[p, r, c] == marker:
-                continue
-            u = np.float64(_u(key, f))
-            xv = _invert(
-                np.float64(k[p, r, c]), np.float64(kbase), np.float64(alpha[r, c]),
-                np.float64(beta[r, c]), np.float64(offset[r, c]), u, xmax,
-            )
-            out[p, j] = np.int32(np.int64(x[p, r, c]) - np.int64(xv))
-    return out
 
 
 @njit(parallel=True, cache=True)

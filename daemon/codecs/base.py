@@ -19,6 +19,8 @@ import numcodecs
 import numpy as np
 from numcodecs.abc import Codec as _NumcodecsCodec
 
+from rawgate.calibration.model import ModelError
+
 from ._stream import CorruptStreamError, pack, peek_header, unpack
 
 __all__ = [
@@ -105,7 +107,7 @@ class Codec(_NumcodecsCodec):
         opts = [
             f"{f.name}={getattr(self, f.name)}"
             for f in dataclasses.fields(self)
-            if f.init and getattr(self, f.name) != f.default and f.repr
+            if f.init and f.metadata.get("spec", True) and getattr(self, f.name) != f.default
         ]
         return self.codec_id + (":" + ",".join(opts) if opts else "")
 
@@ -152,7 +154,7 @@ class Codec(_NumcodecsCodec):
             raise CorruptStreamError(f"corrupted stream header: {e}") from e
         try:
             a = self._decode(header, sections, dtype, shape)
-        except (CodecError, CorruptStreamError):
+        except (CodecError, CorruptStreamError, ModelError):
             raise
         except Exception as e:  # the payload's own decoder failed: corrupt, never silent
             raise CorruptStreamError(f"{self.codec_id}: payload does not decode: {e}") from e

@@ -30,6 +30,7 @@ it decodes with nothing but itself; containers store the model once per dataset 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import struct
 from pathlib import Path
@@ -107,6 +108,18 @@ class CodecMaps:
             var_q=q(np.log(var_d / v_ref) / LOG_VAR_STEP),
             bad_flat=np.flatnonzero(model.bad_pixels).astype(np.int64),
         )
+
+    @functools.cached_property
+    def bad_mask(self) -> np.ndarray:
+        m = np.zeros(self.shape[0] * self.shape[1], np.uint8)
+        m[self.bad_flat] = 1
+        return m.reshape(self.shape)
+
+    @functools.cached_property
+    def bad_row_start(self) -> np.ndarray:
+        """Index of each row's first bad pixel in raster order, ``(H + 1,)``."""
+        counts = np.bincount(self.bad_flat // self.shape[1], minlength=self.shape[0])
+        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
     def maps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(offset [ADU], gain [e-/ADU], dark variance [e-²]) as float64 ``(H, W)``."""
@@ -254,8 +267,10 @@ class NoiseCal(Codec):
     saturation_adu: float | None = None
     embed_model: bool = True
     model: str | None = None
-    model_sha256: str | None = None
-    noise_model: NoiseModel | None = dataclasses.field(default=None, repr=False, compare=False)
+    model_sha256: str | None = dataclasses.field(default=None, metadata={"spec": False})
+    noise_model: NoiseModel | None = dataclasses.field(
+        default=None, repr=False, compare=False, metadata={"spec": False}
+    )
 
     def __post_init__(self):
         if not 0.05 <= self.step <= 64:
@@ -327,12 +342,12 @@ class NoiseCal(Codec):
         seed &= (1 << 64) - 1
         codes = np.empty((P, H, W), prm.code_dtype)
         nmarked = np.zeros((P, H), np.int32)
+        residual = np.zeros((P, maps.bad_flat.size), np.int32)
         K.forward(x, prm.alpha, prm.beta, prm.offset, np.uint64(seed), 0, prm.kbase,
-                  prm.marker, np.float32(prm.saturation_adu), codes, nmarked)
+                  prm.marker, np.float32(prm.saturation_adu), codes, nmarked,
+                  maps.bad_mask, maps.bad_row_start, residual, prm.xmax)
         n_marked = int(nmarked.sum())
         exact = K.gather_marked(x, codes, prm.marker, nmarked, n_marked)
-        residual = K.bad_residuals(x, codes, prm.alpha, prm.beta, prm.offset, np.uint64(seed), 0,
-                                   float(prm.kbase), prm.xmax, prm.marker, maps.bad_flat)
         side = imagecodecs.zstd_encode(
             struct.pack("<II", exact.size, residual.size)
             + exact.astype(a.dtype).tobytes() + residual.astype(np.int32).tobytes(), level=3

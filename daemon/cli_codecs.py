@@ -1,0 +1,207 @@
+"""``rawgate compress``, ``rawgate decompress`` and ``rawgate codecs``.
+
+Output formats follow the file name: ``*.ome.tif``/``*.ome.tiff`` → OME-TIFF, ``*.ome.zarr``/
+``*.zarr`` → OME-Zarr v3, anything else (``*.rgc`` by convention) → one bare rawgate stream.
+Inputs: TIFF/OME-TIFF (tifffile), ``.npy``, rawgate streams and containers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from ._cli_common import _fail, _user_errors, console
+
+STREAM_SUFFIX = ".rgc"
+
+
+def _kind(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith((".ome.tif", ".ome.tiff")):
+        return "ome-tiff"
+    if name.endswith((".zarr", ".ome.zarr")):
+        return "ome-zarr"
+    if name.endswith((".tif", ".tiff")):
+        return "tiff"
+    if name.endswith(".npy"):
+        return "npy"
+    return "stream"
+
+
+def read_image(path: Path, model=None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read any input rawgate accepts; returns the array and metadata (axes, Micro-Manager …)."""
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    kind = _kind(path)
+    if kind in ("ome-tiff", "ome-zarr"):
+        from .codecs import containers
+
+        reader = containers.read_ome_tiff if kind == "ome-tiff" else containers.read_ome_zarr
+        arr, meta = reader(path)
+        return np.asarray(arr), dict(meta or {})
+    if kind == "tiff":
+        import tifffile
+
+        with tifffile.TiffFile(path) as tf:
+            s = tf.series[0]
+            meta: dict[str, Any] = {"axes": s.axes}
+            if tf.micromanager_metadata:
+                meta["micromanager"] = tf.micromanager_metadata
+            return s.asarray(), meta
+    if kind == "npy":
+        return np.load(path, allow_pickle=False), {}
+    from .codecs import codec_of
+
+    data = path.read_bytes()
+    codec = codec_of(data, noise_model=model) if model is not None else codec_of(data)
+    return codec.decode(data), {}
+
+
+def _write_stream(path: Path, data: bytes) -> None:
+    from rawgate.calibration._files import atomic_write
+
+    atomic_write(path, lambda fh: fh.write(data))
+
+
+def _load_model(calibration: Optional[Path]):
+    if calibration is None:
+        return None
+    from rawgate.calibration.model import NoiseModel
+
+    return NoiseModel.load(calibration)
+
+
+def compress(
+    src: Annotated[Path, typer.Argument(help="input image: TIFF/OME-TIFF, .npy")],
+    dst: Annotated[Path, typer.Argument(help="output: *.ome.tif, *.ome.zarr, or a stream (*.rgc)")],
+    codec: Annotated[str, typer.Option("--codec", "-c", help="codec spec, e.g. noisecal:step=2, jpeg:ratio=10")] = "noisecal",
+    calibration: Annotated[Optional[Path], typer.Option(help="noise model (.rgnoise) for noisecal")] = None,
+    axes: Annotated[Optional[str], typer.Option(help="axes of the input, e.g. TYX (default: from the file)")] = None,
+) -> None:
+    """Compress an image or stack; prints ratio, throughput and (with a calibration) SNR cost and bias."""
+    from .codecs import get_codec, quality
+
+    with _user_errors():
+        model = _load_model(calibration)
+        c = get_codec(codec, noise_model=model) if model is not None and codec.startswith("noisecal") else get_codec(codec)
+        arr, meta = read_image(src)
+        if axes:
+            meta["axes"] = axes
+        t0 = time.perf_counter()
+        kind = _kind(dst)
+        if kind in ("ome-tiff", "ome-zarr"):
+            from .codecs import containers
+
+            writer = containers.write_ome_tiff if kind == "ome-tiff" else containers.write_ome_zarr
+            writer(dst, arr, c, axes=meta.get("axes"), metadata=meta.get("micromanager"),
+                   noise_model=getattr(c, "noise_model", None))
+            nbytes = _size(dst)
+        elif kind in ("tiff", "npy"):
+            _fail(f"{dst}: compressed output must be *.ome.tif, *.ome.zarr or a stream (*.rgc)")
+        else:
+            data = c.encode(arr)
+            _write_stream(dst, data)
+            nbytes = len(data)
+            if model is not None and getattr(c, "embed_model", True) is False:
+                from .codecs import store_model
+
+                console.print(f"model not embedded; stored for decoding in {store_model(model)}")
+        dt = time.perf_counter() - t0
+        decoded, _ = read_image(dst, model)
+        if decoded.shape != arr.shape or decoded.dtype != arr.dtype:
+            _fail(f"verification failed: decoded {decoded.dtype}{decoded.shape}, input {arr.dtype}{arr.shape}")
+    t = Table(title=f"{src.name} → {dst.name}", show_header=False)
+    t.add_row("codec", c.spec)
+    t.add_row("input", f"{arr.dtype} {'×'.join(map(str, arr.shape))} ({arr.nbytes / 1e6:.2f} MB)")
+    t.add_row("output", f"{nbytes / 1e6:.3f} MB")
+    t.add_row("compression ratio", f"{quality.compression_ratio(arr.nbytes, nbytes):.2f}")
+    t.add_row("space saving", f"{quality.space_saving(arr.nbytes, nbytes):.1%}")
+    t.add_row("encode", f"{dt:.2f} s ({arr.nbytes / 1e6 / dt:.0f} MB/s incl. writing)")
+    exact = bool(np.array_equal(decoded, arr))
+    t.add_row("bit-exact", "yes" if exact else "no")
+    if not exact:
+        t.add_row("mean error (bias)", f"{quality.mean_error(arr, decoded):+.4f} ADU")
+        t.add_row("PSNR", f"{quality.psnr(arr, decoded):.2f} dB")
+        if model is not None:
+            sig = quality.sigma_from_model_adu(arr, model.offset_adu, model.gain_e_per_adu,
+                                               model.read_noise_e)
+            sig = np.maximum(sig, 1e-3)
+            t.add_row("bias", f"{quality.bias_in_sigma(arr, decoded, sig):+.4f} σ")
+            t.add_row("added noise", f"{quality.added_noise_sigma(arr, decoded, sig):.3f} σ")
+            t.add_row("SNR cost", f"{quality.snr_cost_db(arr, decoded, sig):.3f} dB")
+    console.print(t)
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def decompress(
+    src: Annotated[Path, typer.Argument(help="rawgate stream, OME-TIFF or OME-Zarr")],
+    dst: Annotated[Path, typer.Argument(help="output .tif or .npy")],
+    calibration: Annotated[Optional[Path], typer.Option(help="noise model, when the data do not carry it")] = None,
+) -> None:
+    """Decompress to a plain TIFF (tifffile) or .npy, with the original dtype and shape."""
+    with _user_errors():
+        model = _load_model(calibration)
+        if model is not None:
+            from .codecs import register_model
+
+            register_model(model)
+        arr, meta = read_image(src, model)
+        kind = _kind(dst)
+        if kind == "npy":
+            from rawgate.calibration._files import atomic_write
+
+            atomic_write(dst, lambda fh: np.save(fh, arr, allow_pickle=False))
+        elif kind in ("tiff", "ome-tiff"):
+            import io
+
+            import tifffile
+
+            buf = io.BytesIO()
+            axes = meta.get("axes")
+            tifffile.imwrite(buf, arr, metadata={"axes": axes} if axes else None,
+                             ome=kind == "ome-tiff")
+            _write_stream(dst, buf.getvalue())
+        else:
+            _fail(f"{dst}: output must be .tif/.tiff or .npy")
+    console.print(f"{src.name} → {dst.name}: {arr.dtype} {'×'.join(map(str, arr.shape))}")
+
+
+def list_codecs() -> None:
+    """List every codec with its family and options (use as NAME:key=value,...)."""
+    from .codecs import codec_classes
+
+    t = Table(title="rawgate codecs")
+    t.add_column("codec", style="bold")
+    t.add_column("family")
+    t.add_column("what")
+    t.add_column("options (default)")
+    for cid, cls in codec_classes().items():
+        hints = typing.get_type_hints(cls)
+        opts = []
+        for f in dataclasses.fields(cls):
+            if not f.init or f.name == "noise_model":
+                continue
+            tp = getattr(hints[f.name], "__name__", str(hints[f.name]).replace("typing.", ""))
+            help_ = cls.option_help.get(f.name, "")
+            opts.append(f"{f.name}={f.default} ({tp}) {help_}".rstrip())
+        t.add_row(cid, cls.family, cls.summary, "\n".join(opts))
+    console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the codec commands to the ``rawgate`` app."""
+    app.command()(compress)
+    app.command()(decompress)
+    app.command("codecs")(list_codecs)
