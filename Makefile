@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench bench-codecs install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: bench-codecs
 	$(PY) bench/bench_calibration.py
+
+# every codec and the peers on the same frames; fetches the stardist wheel (its sample nuclei
+# images) into bench/data once, without installing it
+bench-codecs: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) bench/bench_codecs.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

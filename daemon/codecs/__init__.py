@@ -36,3 +36,5 @@ __all__ = [
     "register_model",
     "store_model",
 ]
+
+from . import containers  # noqa: F401  (registers rawgate's OME-TIFF decoder with tifffile)
