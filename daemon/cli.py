@@ -273,6 +273,106 @@ def calibration_refit(
         _print_run(run)
 
 
+def _read_raw_tiff(path: Path, time_series: bool):
+    """The first image series of a TIFF, singleton axes dropped, for `calibration estimate`."""
+    import tifffile
+
+    if not path.exists():
+        _fail(f"{path}: no such file")
+    if not path.is_file():
+        _fail(f"{path} is not a file")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, photometric = series.axes, tif.pages[0].photometric
+            data = series.asarray()
+    except Exception as e:  # tifffile raises several types on foreign or corrupt files
+        _fail(f"{path} is not a readable TIFF file ({type(e).__name__}: {e})")
+    if photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR):
+        _fail(f"{path} is a colour (RGB) image, not raw camera data")
+    keep = [i for i, n in enumerate(data.shape) if n > 1]
+    axes = "".join(axes[i] for i in keep if i < len(axes))
+    data = data.reshape([data.shape[i] for i in keep])
+    want = (2, 3) if not time_series else (3,)
+    if data.ndim not in want:
+        need = "frames × y × x (3-D)" if time_series else "a 2-D image or a 3-D z stack"
+        _fail(
+            f"{path} holds {data.ndim}-D data (shape {tuple(data.shape)}, axes {axes or '?'}); "
+            f"`calibration estimate` needs {need}"
+        )
+    return data
+
+
+@calibration_app.command("estimate")
+def calibration_estimate(
+    image: Annotated[
+        Path, typer.Argument(help="Raw TIFF: 2-D image, 3-D z stack, or frames×y×x with --time-series")
+    ],
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", help="Model file to write (default: <image>.estimated.rgnoise beside it)"),
+    ] = None,
+    time_series: Annotated[
+        bool,
+        typer.Option(
+            "--time-series/--single-image",
+            help="Axis 0 is time: fit temporal frame pairs (accurate) instead of single-image statistics",
+        ),
+    ] = False,
+    offset: Annotated[
+        Optional[float], typer.Option("--offset", help="Camera offset [ADU] if known (default: the data's dark level)")
+    ] = None,
+) -> None:
+    """ESTIMATE a global noise model from image data when no calibration exists (not a calibration)."""
+    from rawgate.calibration.estimate import estimate_from_frames, estimate_from_image
+    from rawgate.calibration.model import MODEL_SUFFIX
+
+    with _user_errors():
+        data = _read_raw_tiff(image, time_series)
+        estimate = estimate_from_frames if time_series else estimate_from_image
+        with err.status("estimating the noise law from the data…"):
+            res = estimate(data, offset_adu=offset)
+        model = res.to_noise_model()
+        stem = image.name
+        for suffix in (".tif", ".tiff", ".ome"):
+            if stem.lower().endswith(suffix):
+                stem = stem[: -len(suffix)]
+        if out is None:
+            out = image.parent
+        if out.is_dir():
+            out = out / f"{stem}.estimated{MODEL_SUFFIX}"
+        path = model.save(out)
+
+        method = "temporal frame pairs" if res.method == "frame-pairs" else "single image (Foi et al. 2008)"
+        t = Table(title=f"[bold red]ESTIMATED[/] noise model of {image.name} — not calibrated")
+        t.add_column("figure")
+        t.add_column("value", justify="right")
+        a_rel = res.a_stderr / res.a_adu
+        rows = [
+            ("method", f"{method}, {res.n_bins} bins, {res.n_samples} samples"),
+            ("gain", f"{res.gain_e_per_adu:.4g} e-/ADU  (± {a_rel:.1%})"),
+            ("system gain K = a", f"{res.a_adu:.4g} ± {res.a_stderr:.2g} ADU/e-"),
+            ("read noise", f"{res.read_noise_e:.3g} e- rms"),
+            ("offset", f"{res.offset_adu:.2f} ADU  ({res.offset_source})"),
+            ("fitted law", f"var = {res.a_adu:.5g}·μ {'+' if res.b_adu2 >= 0 else '−'} {abs(res.b_adu2):.5g} ADU²"),
+            ("b", f"{res.b_adu2:.5g} ± {res.b_stderr:.2g} ADU²"),
+            ("bins used", f"{res.n_bins} (dispersion {res.dispersion:.2f})"),
+            ("camera", f"{model.identity.name}, {model.identity.serial}, {model.identity.bit_depth}-bit"),
+        ]
+        for k, v in rows:
+            t.add_row(k, v)
+        console.print(t)
+        console.print(
+            "[bold yellow]ESTIMATED from image data, not calibrated:[/] one global gain, read noise "
+            "and offset for every pixel, no bad-pixel map, no dark current. Calibrate the camera "
+            "(`rawgate calibrate`) for a per-pixel model.",
+            highlight=False,
+        )
+        for n in res.notes:
+            console.print(f"[yellow]note:[/] {n}", highlight=False)
+        console.print(f"model:  {path}", highlight=False)
+
+
 # ---------------------------------------------------------------------------- demo
 @app.command()
 def demo(
