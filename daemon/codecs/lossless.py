@@ -103,11 +103,21 @@ class Blosc2(_ByteCodec):
         if self.shuffle not in ("shuffle", "bitshuffle", "noshuffle"):
             raise CodecError(f"blosc2: unknown shuffle {self.shuffle!r}")
 
-    def _compress(self, data, itemsize):
-        return imagecodecs.blosc2_encode(
-            data, level=self.level, compressor=self.compressor, shuffle=self.shuffle,
-            typesize=itemsize, numthreads=n_workers(),
+    def _encode(self, a):
+        data = imagecodecs.blosc2_encode(
+            a.tobytes(), level=self.level, compressor=self.compressor, shuffle=self.shuffle,
+            typesize=a.dtype.itemsize, numthreads=n_workers(),
         )
+        # Blosc2 writes a constant buffer as a header-only "special value" chunk, which
+        # imagecodecs 2026.3 cannot decode ("Invalid value in header"); store constants ourselves.
+        if len(data) <= 64 and a.size and (a == a.flat[0]).all():
+            return {"constant": a.flat[0].item()}, [b""]
+        return {}, [bytes(data)]
+
+    def _decode(self, header, sections, dtype, shape):
+        if "constant" in header:
+            return np.full(shape, header["constant"], dtype)
+        return super()._decode(header, sections, dtype, shape)
 
     def _decompress(self, data):
         return imagecodecs.blosc2_decode(data, numthreads=n_workers())

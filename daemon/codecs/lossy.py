@@ -209,7 +209,13 @@ class JpegXR(_PlaneCodec):
         return None if self.ratio is None else (self.ratio, 0.01, 1.0, False, True)
 
     def _encode_plane(self, p, setting):
-        return imagecodecs.jpegxr_encode(p, level=float(setting))
+        try:
+            return imagecodecs.jpegxr_encode(p, level=float(setting))
+        except imagecodecs.JpegxrError as e:
+            raise CodecError(
+                f"jpegxr: cannot code a {p.shape[1]}×{p.shape[0]} image at quality {setting:.3g} "
+                f"(libjxr: {e})"
+            ) from e
 
     def _decode_plane(self, data, dtype, hw):
         return imagecodecs.jpegxr_decode(data).astype(dtype, copy=False)
