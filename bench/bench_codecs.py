@@ -311,6 +311,15 @@ def measure(ds: Dataset, label: str, family: str, encode: Callable[[np.ndarray],
     return row
 
 
+def embedded_model_bytes(ds: Dataset) -> int:
+    """Bytes noisecal adds to a stream with ``embed_model=true`` (whatever it embeds)."""
+    spec = f"noisecal:step={STEP:g},seed=1,preset=fast"
+    one = ds.warm
+    with_model = get_codec(spec + ",embed_model=true", noise_model=ds.model).encode(one)
+    without = get_codec(spec + ",embed_model=false", noise_model=ds.model).encode(one)
+    return len(with_model) - len(without)
+
+
 def rawgate_row(ds: Dataset, label: str, spec: str, family: str) -> dict[str, Any]:
     try:
         codec = get_codec(spec, noise_model=ds.model) if family == "noisecal" else get_codec(spec)
@@ -532,7 +541,11 @@ def main() -> None:
     t_start = time.perf_counter()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"# rawgate codec bench ({cores} cores, {n_workers()} codec threads; imagecodecs "
-          f"{imagecodecs.__version__}, numpy {np.__version__})\n", flush=True)
+          f"{imagecodecs.__version__}, numpy {np.__version__})", flush=True)
+    load0 = os.getloadavg()
+    print(f"load average at start {load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f} (1/5/15 min)"
+          + (" — the cores were busy just before the start: timings may be low and noisy"
+             if load0[0] > 0.5 else "") + "\n", flush=True)
 
     t0 = time.perf_counter()
     datasets = simulated_datasets(a.size, a.frames)
@@ -567,10 +580,12 @@ def main() -> None:
         print(f"{ds.model_label}")
         for n in ds.notes:
             print(f"  note: {n}")
-        model_bytes = len(ds.model.to_bytes())
-        print(f"noisecal's model (embedded once per dataset, not in the per-frame figures below): "
-              f"{model_bytes / 2**20:.2f} MiB = {model_bytes / ds.data.nbytes:.2f}× this dataset's raw size",
-              flush=True)
+        model_bytes = embedded_model_bytes(ds)
+        file_bytes = len(ds.model.to_bytes())
+        print(f"what noisecal embeds with embed_model=true (once per dataset in a container; not in "
+              f"the per-frame figures below): {model_bytes / 2**20:.3f} MiB = "
+              f"{model_bytes / ds.data.nbytes:.3f}× this dataset's raw size (the calibration file, "
+              f"NoiseModel.to_bytes(): {file_bytes / 2**20:.2f} MiB)", flush=True)
         rows: list[dict[str, Any]] = []
         for label, spec, fam in codec_list:
             if wanted(label, spec):
@@ -608,11 +623,11 @@ def main() -> None:
                 amort = ds.data.nbytes / (small["bytes"] + model_bytes)
                 print(f"preset small with the model embedded in this one stream: {amort:.2f}× "
                       f"(vs {small['ratio']:.2f}× when the model is stored once per dataset)")
-        print(f"({time.perf_counter() - t_ds:.0f} s)\n", flush=True)
+        print(f"({time.perf_counter() - t_ds:.0f} s; load average {os.getloadavg()[0]:.2f})\n", flush=True)
         results["datasets"][ds.name] = {
             "description": ds.description, "model": ds.model_label, "notes": ds.notes,
             "shape": list(ds.data.shape), "raw_bytes": ds.data.nbytes,
-            "model_bytes": model_bytes, "anscombe": ans_info, "rows": rows,
+            "model_bytes_embedded": model_bytes, "model_file_bytes": file_bytes, "anscombe": ans_info, "rows": rows,
         }
         ds._sigma = None  # free the float64 σ map
 
@@ -699,6 +714,8 @@ def main() -> None:
     results["checks"] = checks
     total = time.perf_counter() - t_start
     results["meta"]["wall_s"] = total
+    results["meta"]["loadavg_start"] = list(load0)
+    results["meta"]["loadavg_end"] = list(os.getloadavg())
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(jsonable(results), indent=1, allow_nan=False))
     print(f"\nwrote {a.out} — total {total:.0f} s", flush=True)
