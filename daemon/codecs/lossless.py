@@ -153,10 +153,24 @@ class _PlaneCodec(Codec):
     def _decode_plane(self, data: memoryview, dtype: np.dtype, hw: tuple[int, int]) -> np.ndarray:
         raise NotImplementedError
 
-    # the ratio search (lossy variants): a setting, its range, and which way is better quality
+    #: the setting a ``ratio=`` search varies: (lo, hi, integer, quality_increases_size)
+    ratio_setting: ClassVar[tuple[float, float, bool, bool] | None] = None
+
+    def __post_init__(self):
+        ratio = getattr(self, "ratio", None)
+        if ratio is not None and ratio <= 1:
+            raise CodecError(f"{self.codec_id}: ratio must be > 1, got {ratio}")
+        self._validate()
+
+    def _validate(self) -> None:
+        """Check the codec's own options (raise CodecError naming the option)."""
+
     def _ratio_search(self) -> tuple[float, float, float, bool, bool] | None:
-        """(target, lo, hi, integer, quality_increases_size) or None."""
-        return None
+        """(target, lo, hi, integer, quality_increases_size), or None without ``ratio=``."""
+        ratio = getattr(self, "ratio", None)
+        if ratio is None or self.ratio_setting is None:
+            return None
+        return (ratio, *self.ratio_setting)
 
     def _fixed_setting(self) -> float | None:
         return None
@@ -207,6 +221,7 @@ class JpegXL(_PlaneCodec):
     codec_id: ClassVar[str] = "jpegxl"
     family: ClassVar[str] = "lossless"
     summary: ClassVar[str] = "JPEG-XL; lossless by default, lossy with distance= or ratio="
+    ratio_setting: ClassVar[tuple[float, float, bool, bool] | None] = (0.01, 25.0, False, False)
     option_help: ClassVar[dict[str, str]] = {
         "effort": "1 (fastest) – 9 (smallest)",
         "distance": "0 = lossless; > 0 = lossy (Butteraugli distance, 1 ≈ visually lossless)",
@@ -216,13 +231,11 @@ class JpegXL(_PlaneCodec):
     distance: float = 0.0
     ratio: float | None = None
 
-    def __post_init__(self):
+    def _validate(self) -> None:
         if not 1 <= self.effort <= 10:
             raise CodecError(f"jpegxl: effort must be in 1..10, got {self.effort}")
         if not 0 <= self.distance <= 25:
             raise CodecError(f"jpegxl: distance must be in 0..25, got {self.distance}")
-        if self.ratio is not None and self.ratio <= 1:
-            raise CodecError(f"jpegxl: ratio must be > 1, got {self.ratio}")
 
     @property
     def lossless(self) -> bool:
@@ -231,8 +244,6 @@ class JpegXL(_PlaneCodec):
     def _fixed_setting(self):
         return self.distance
 
-    def _ratio_search(self):
-        return None if self.ratio is None else (self.ratio, 0.01, 25.0, False, False)
 
     def _encode_plane(self, p, setting):
         threads = 1 if p.size < 1 << 20 else n_workers()
@@ -254,7 +265,7 @@ class JpegLS(_PlaneCodec):
     option_help: ClassVar[dict[str, str]] = {"near": "0 = lossless; n > 0: max error n ADU"}
     near: int = 0
 
-    def __post_init__(self):
+    def _validate(self) -> None:
         if not 0 <= self.near <= 255:
             raise CodecError(f"jpegls: near must be in 0..255, got {self.near}")
 
@@ -278,6 +289,7 @@ class Lerc(_PlaneCodec):
     codec_id: ClassVar[str] = "lerc"
     family: ClassVar[str] = "lossless"
     summary: ClassVar[str] = "LERC; lossless with max_error=0, else max abs error per pixel"
+    ratio_setting: ClassVar[tuple[float, float, bool, bool] | None] = (0.0, 4096.0, False, False)
     dtypes: ClassVar[tuple[str, ...] | None] = ("uint8", "uint16", "int16", "float32")
     option_help: ClassVar[dict[str, str]] = {
         "max_error": "largest allowed absolute error per pixel [ADU]; 0 = lossless",
@@ -288,11 +300,9 @@ class Lerc(_PlaneCodec):
     ratio: float | None = None
     zstd: int = 0
 
-    def __post_init__(self):
+    def _validate(self) -> None:
         if self.max_error < 0:
             raise CodecError(f"lerc: max_error must be ≥ 0, got {self.max_error}")
-        if self.ratio is not None and self.ratio <= 1:
-            raise CodecError(f"lerc: ratio must be > 1, got {self.ratio}")
 
     @property
     def lossless(self) -> bool:
@@ -301,8 +311,6 @@ class Lerc(_PlaneCodec):
     def _fixed_setting(self):
         return self.max_error
 
-    def _ratio_search(self):
-        return None if self.ratio is None else (self.ratio, 0.0, 4096.0, False, False)
 
     def _encode_plane(self, p, setting):
         # LERC guarantees |error| ≤ level; integer input is lossless at 0.5 (we pass 0 → 0.5).

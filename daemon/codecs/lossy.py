@@ -106,6 +106,7 @@ class Jpeg(_PlaneCodec):
     codec_id: ClassVar[str] = "jpeg"
     family: ClassVar[str] = "lossy"
     summary: ClassVar[str] = "JPEG (8-bit for uint8, 12-bit for uint16), quality= or ratio="
+    ratio_setting: ClassVar[tuple[float, float, bool, bool] | None] = (1.0, 100.0, True, True)
     option_help: ClassVar[dict[str, str]] = {
         "quality": "1–100",
         "ratio": "search the quality that reaches this compression ratio (e.g. 10, 100)",
@@ -113,17 +114,13 @@ class Jpeg(_PlaneCodec):
     quality: int = 75
     ratio: float | None = None
 
-    def __post_init__(self):
+    def _validate(self) -> None:
         if not 1 <= self.quality <= 100:
             raise CodecError(f"jpeg: quality must be in 1..100, got {self.quality}")
-        if self.ratio is not None and self.ratio <= 1:
-            raise CodecError(f"jpeg: ratio must be > 1, got {self.ratio}")
 
     def _fixed_setting(self):
         return float(self.quality)
 
-    def _ratio_search(self):
-        return None if self.ratio is None else (self.ratio, 1.0, 100.0, True, True)
 
     def _encode(self, a):
         # uint16 beyond 12 bits: map the data's range onto 12 bits first (recorded for decode)
@@ -157,6 +154,7 @@ class Jpeg2000(_PlaneCodec):
     codec_id: ClassVar[str] = "jpeg2k"
     family: ClassVar[str] = "lossy"
     summary: ClassVar[str] = "JPEG 2000 lossy (OpenJPEG), quality= or ratio="
+    ratio_setting: ClassVar[tuple[float, float, bool, bool] | None] = (1.0, 100.0, True, True)
     option_help: ClassVar[dict[str, str]] = {
         "quality": "1–100 (imagecodecs' level; higher is better)",
         "ratio": "search the quality that reaches this compression ratio",
@@ -164,17 +162,13 @@ class Jpeg2000(_PlaneCodec):
     quality: int = 60
     ratio: float | None = None
 
-    def __post_init__(self):
+    def _validate(self) -> None:
         if not 1 <= self.quality <= 100:
             raise CodecError(f"jpeg2k: quality must be in 1..100, got {self.quality}")
-        if self.ratio is not None and self.ratio <= 1:
-            raise CodecError(f"jpeg2k: ratio must be > 1, got {self.ratio}")
 
     def _fixed_setting(self):
         return float(self.quality)
 
-    def _ratio_search(self):
-        return None if self.ratio is None else (self.ratio, 1.0, 100.0, True, True)
 
     def _encode_plane(self, p, setting):
         return imagecodecs.jpeg2k_encode(p, level=int(setting), numthreads=1)
@@ -189,6 +183,7 @@ class JpegXR(_PlaneCodec):
     codec_id: ClassVar[str] = "jpegxr"
     family: ClassVar[str] = "lossy"
     summary: ClassVar[str] = "JPEG-XR, quality= (0–1) or ratio="
+    ratio_setting: ClassVar[tuple[float, float, bool, bool] | None] = (0.01, 1.0, False, True)
     option_help: ClassVar[dict[str, str]] = {
         "quality": "0–1 (1 = lossless)",
         "ratio": "search the quality that reaches this compression ratio",
@@ -196,17 +191,13 @@ class JpegXR(_PlaneCodec):
     quality: float = 0.8
     ratio: float | None = None
 
-    def __post_init__(self):
+    def _validate(self) -> None:
         if not 0 < self.quality <= 1:
             raise CodecError(f"jpegxr: quality must be in (0, 1], got {self.quality}")
-        if self.ratio is not None and self.ratio <= 1:
-            raise CodecError(f"jpegxr: ratio must be > 1, got {self.ratio}")
 
     def _fixed_setting(self):
         return self.quality
 
-    def _ratio_search(self):
-        return None if self.ratio is None else (self.ratio, 0.01, 1.0, False, True)
 
     def _encode_plane(self, p, setting):
         try:
