@@ -58,7 +58,7 @@ from rawgate.calibration.scenes import (
 from rawgate.calibration.simulation import make_sensor_truth, render_frames
 from rawgate.daemon.codecs import get_codec
 from rawgate.daemon.codecs._stream import peek_header
-from rawgate.daemon.codecs.entropy import STAGES
+from rawgate.daemon.codecs.entropy import ALL_STAGES
 from rawgate.daemon.codecs.lossless import n_workers
 from rawgate.daemon.codecs.noisecal import PRESETS
 from rawgate.daemon.codecs.quality import (
@@ -109,7 +109,7 @@ def noisecal_rows() -> list[tuple[str, str, str]]:
     """One row per entropy stage; a stage that is a preset is addressed through the preset."""
     preset_of = {stage: name for name, stage in PRESETS.items()}
     rows = []
-    for stage in STAGES:
+    for stage in ALL_STAGES:
         base = f"noisecal:step={STEP:g},seed={NOISECAL_SEED},embed_model=false"
         if stage in preset_of:
             p = preset_of[stage]

@@ -12,16 +12,19 @@ Per pixel, with the calibrated offset ``o`` [ADU], gain ``g`` [e-/ADU] and dark 
    decoder uses ``T̂ = (k − u)·Δ``. The error is uniform on [−Δ/2, Δ/2], independent of the signal
    and unbiased; it adds ``Δ²/12`` of variance, i.e. ``10·log10(1 + Δ²/12)`` dB of SNR (1.25 dB at
    Δ = 2).
-3. **Inverse with curvature correction**: ``T⁻¹`` is quadratic, so ``E[T⁻¹(T̂)]`` exceeds ``e`` by
-   the quadratic's response to the dither variance; that term is known exactly (see
-   :func:`._vst_kernels.inverse`) and subtracted, leaving the mean error ≤ 0.01 σ from dark to
-   near saturation.
+3. **Unbiased inverse**: ``T⁻¹`` is quadratic above the offset, so plugging the dithered ``T̂``
+   into it would overshoot by the quadratic's response to the dither variance. The decoder uses,
+   instead of the square, a piecewise-linear function whose average over the dither equals the
+   square exactly (see :func:`._vst_kernels.inverse`): the mean error is zero at every signal
+   level, across the knee at the offset too (≤ 0.01 σ measured from dark to near saturation).
 4. **Exact pixels**: pixels at or above ``saturation_adu`` (default 85 % of the way from offset to
    the EMVA saturation level, or the ADC maximum) and codes outside the code range are stored
-   exactly (flagged by a marker code); bad pixels of the model keep their code and carry the
-   exact residual, so they too decode bit-exactly.
-5. **Entropy stage** over the code image (tiles coded in parallel): ``preset=small`` (best ratio)
-   or ``preset=fast`` (highest throughput), or any stage of :data:`.entropy.STAGES`.
+   exactly (flagged by a marker code). The model's bad pixels repeat their left neighbour's code
+   (no spike for the entropy stage) and carry their exact value as a residual from their decoded
+   good neighbours, so they too decode bit-exactly.
+5. **Entropy stage** over the code image (tiles coded in parallel): ``preset=small`` (best ratio:
+   the dither-aware predictive coder of :mod:`._predictive`) or ``preset=fast`` (highest
+   throughput), or any stage of :data:`.entropy.ALL_STAGES`.
 
 The stream names the model by SHA-256 and (``embed_model=true``, default) carries it once, so
 it decodes with nothing but itself; containers store the model once per dataset instead.
@@ -32,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import struct
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -45,14 +47,14 @@ from . import _stream
 from . import _vst_kernels as K
 from ._stream import CorruptStreamError
 from .base import Codec, CodecError, register_codec
-from .entropy import STAGES, decode_tiles, encode_tiles
+from .entropy import ALL_STAGES, decode_codes, encode_codes
 from .lossless import planes_of
 from .models import ModelNotFoundError, find_model, model_sha256, register_model
 
 __all__ = ["NoiseCal", "PRESETS", "CodecMaps", "VSTParams", "codec_maps", "register_maps", "vst_params"]
 
 #: entropy stage per preset (chosen from bench/bench_codecs.py; see README)
-PRESETS: dict[str, str] = {"small": "jpegxl2", "fast": "lz4-bitshuffle"}
+PRESETS: dict[str, str] = {"small": "predictive", "fast": "lz4-bitshuffle"}
 SATURATION_MARGIN = 0.85
 
 
@@ -70,9 +72,10 @@ class CodecMaps:
     Encoder and decoder only have to agree on the transform, not to know the camera exactly: the
     round trip is unbiased for any parameters both sides share, and parameters within a few per
     cent of the truth keep the noise of the stabilised value within a few per cent of 1. So the
-    maps are quantised (offset to 1/2 ADU, gain to 2 %, dark variance to 10 %: the stabilised noise
-    stays within ±2.5 % of 1) and travel with the data at ≈ 1.3 B/px instead of the calibration's
-    13 B/px.
+    maps are quantised (offset to 1/2 ADU, gain to 2 %, dark variance to 10 %) and travel with the
+    data at ≈ 1.3 B/px instead of the calibration's 13 B/px. Gain is rounded up and dark variance
+    down, so the σ the codec quantises with never exceeds the model's (the per-pixel error bound
+    ``step·σ/2`` holds against the model itself); the stabilised noise is then 1 to 1.035.
     """
 
     model_sha256: str
@@ -96,16 +99,16 @@ class CodecMaps:
         g_ref = float(np.median(g))
         v_ref = float(np.median(var_d))
 
-        def q(v):
-            return np.clip(np.round(v), -32768, 32767).astype(np.int16)
+        def q(v, rounding=np.round):
+            return np.clip(rounding(v), -32768, 32767).astype(np.int16)
 
         return cls(
             model_sha256=model_sha256(model), shape=model.shape, adc_max=model.adc_max,
             saturation_adu=default_saturation_adu(model),
             offset_ref=o_ref, gain_ref=g_ref, var_ref=v_ref,
             offset_q=q((o - o_ref) / OFFSET_STEP_ADU),
-            gain_q=q(np.log(g / g_ref) / LOG_GAIN_STEP),
-            var_q=q(np.log(var_d / v_ref) / LOG_VAR_STEP),
+            gain_q=q(np.log(g / g_ref) / LOG_GAIN_STEP - 1e-9, np.ceil),
+            var_q=q(np.log(var_d / v_ref) / LOG_VAR_STEP + 1e-9, np.floor),
             bad_flat=np.flatnonzero(model.bad_pixels).astype(np.int64),
         )
 
@@ -172,6 +175,8 @@ class VSTParams:
     alpha: np.ndarray
     beta: np.ndarray
     offset: np.ndarray
+    v0: np.ndarray  # sqrt(alpha·offset + beta): the stabilised value at the offset
+    half_inv_v0: np.ndarray  # 1/(2·v0): the knee's slope term
     kbase: int
     code_dtype: np.dtype
     marker: int
@@ -231,12 +236,31 @@ def vst_params(maps: CodecMaps, step: float, saturation_adu: float | None = None
         alpha=np.ascontiguousarray(alpha, np.float32),
         beta=np.ascontiguousarray(beta, np.float32),
         offset=np.ascontiguousarray(o, np.float32),
+        v0=np.ascontiguousarray(v0, np.float32),
+        half_inv_v0=np.ascontiguousarray(0.5 / v0, np.float32),
         kbase=kbase, code_dtype=dtype, marker=marker, saturation_adu=sat, xmax=xmax,
     )
     if len(_PARAM_CACHE) > 8:
         _PARAM_CACHE.clear()
     _PARAM_CACHE[key] = p
     return p
+
+
+def _pack_ints(v: np.ndarray) -> bytes:
+    """Integers of the side channel: pcodec (≈ their order-0 entropy; zstd needs ~40 % more)."""
+    flat = np.ascontiguousarray(v).reshape(-1)
+    return bytes(imagecodecs.pcodec_encode(flat)) if flat.size else b""
+
+
+def _unpack_ints(b: memoryview, dtype: np.dtype, n: int) -> np.ndarray:
+    if n == 0:
+        if len(b):
+            raise CodecError("noisecal: side section present where the header says none")
+        return np.empty(0, dtype)
+    v = np.asarray(imagecodecs.pcodec_decode(b, shape=(n,), dtype=dtype))
+    if v.size != n:
+        raise CodecError("noisecal: side section has the wrong length")
+    return v
 
 
 @register_codec
@@ -251,7 +275,7 @@ class NoiseCal(Codec):
     option_help: ClassVar[dict[str, str]] = {
         "step": "quantisation step in noise σ (2 ⇒ ≈ 1.25 dB SNR cost)",
         "preset": "small (best ratio) or fast (throughput)",
-        "entropy": f"override the preset's entropy stage: {', '.join(STAGES)}",
+        "entropy": f"override the preset's entropy stage: {', '.join(ALL_STAGES)}",
         "tile_rows": "rows per independently coded tile (parallelism)",
         "seed": "dither seed (default: random per stream; stored in the stream)",
         "saturation_adu": "pixels at or above are stored exactly (default: from the model)",
@@ -277,9 +301,9 @@ class NoiseCal(Codec):
             raise CodecError(f"noisecal: step must be in 0.05..64 (noise σ), got {self.step}")
         if self.preset not in PRESETS:
             raise CodecError(f"noisecal: preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        if self.entropy is not None and self.entropy not in STAGES:
+        if self.entropy is not None and self.entropy not in ALL_STAGES:
             raise CodecError(
-                f"noisecal: unknown entropy stage {self.entropy!r}; known: {', '.join(STAGES)}"
+                f"noisecal: unknown entropy stage {self.entropy!r}; known: {', '.join(ALL_STAGES)}"
             )
         if self.tile_rows < 8:
             raise CodecError(f"noisecal: tile_rows must be ≥ 8, got {self.tile_rows}")
@@ -342,17 +366,17 @@ class NoiseCal(Codec):
         seed &= (1 << 64) - 1
         codes = np.empty((P, H, W), prm.code_dtype)
         nmarked = np.zeros((P, H), np.int32)
-        residual = np.zeros((P, maps.bad_flat.size), np.int32)
-        K.forward(x, prm.alpha, prm.beta, prm.offset, np.uint64(seed), 0, prm.kbase,
+        K.forward(x, prm.alpha, prm.beta, prm.offset, prm.half_inv_v0, np.uint64(seed), 0, prm.kbase,
                   prm.marker, np.float32(prm.saturation_adu), codes, nmarked,
-                  maps.bad_mask, maps.bad_row_start, residual, prm.xmax)
+                  maps.bad_mask, maps.bad_row_start)
+        xmax = float(min(maps.adc_max, np.iinfo(a.dtype).max))
+        residual = np.zeros((P, maps.bad_flat.size), np.int32)
+        if maps.bad_flat.size:
+            K.bad_residuals(x, codes, prm.alpha, prm.v0, prm.offset, np.uint64(seed), 0,
+                            prm.kbase, prm.marker, xmax, maps.bad_flat, maps.bad_mask, residual)
         n_marked = int(nmarked.sum())
         exact = K.gather_marked(x, codes, prm.marker, nmarked, n_marked)
-        side = imagecodecs.zstd_encode(
-            struct.pack("<II", exact.size, residual.size)
-            + exact.astype(a.dtype).tobytes() + residual.astype(np.int32).tobytes(), level=3
-        )
-        payload = encode_tiles(codes, self.stage, self.tile_rows)
+        payload = encode_codes(codes, self.stage, self.tile_rows, seed)
         extra = {
             "model_sha256": maps.model_sha256,
             "seed": seed,
@@ -360,12 +384,13 @@ class NoiseCal(Codec):
             "code_dtype": prm.code_dtype.str,
             "marker": prm.marker,
             "saturation_adu": prm.saturation_adu,
-            "xmax": prm.xmax,
+            "xmax": xmax,
             "stage": self.stage,
             "n_exact": int(exact.size),
             "n_residual": int(residual.size),
         }
-        return extra, [maps.to_bytes() if self.embed_model else b"", payload, side]
+        return extra, [maps.to_bytes() if self.embed_model else b"", payload,
+                       _pack_ints(exact.astype(a.dtype, copy=False)), _pack_ints(residual)]
 
     # ------------------------------------------------------------------ decode
     def _resolve_maps(self, header: dict, section: memoryview) -> CodecMaps:
@@ -396,7 +421,7 @@ class NoiseCal(Codec):
         return codec_maps(model)
 
     def _decode(self, header, sections, dtype, shape):
-        if len(sections) != 3:
+        if len(sections) != 4:
             raise CodecError("noisecal: stream has the wrong number of sections")
         maps = self._resolve_maps(header, sections[0])
         if tuple(shape[-2:]) != maps.shape:
@@ -410,28 +435,24 @@ class NoiseCal(Codec):
         n = int(np.prod(shape[:-2], dtype=np.int64)) if len(shape) > 2 else 1
         H, W = shape[-2:]
         cdt = np.dtype(header["code_dtype"])
-        codes = decode_tiles(sections[1], header["stage"], (n, H, W), cdt,
-                             int(header["codec"]["tile_rows"]))
+        codes = decode_codes(sections[1], header["stage"], (n, H, W), cdt,
+                             int(header["codec"]["tile_rows"]), int(header["seed"]),
+                             int(header["marker"]))
         out = np.empty((n, H, W), dtype)
         seed = np.uint64(int(header["seed"]))
-        K.inverse(codes, prm.alpha, prm.beta, prm.offset, seed, 0, float(prm.kbase),
-                  float(header["xmax"]), out)
-        side = imagecodecs.zstd_decode(sections[2])
-        n_exact, n_res = struct.unpack_from("<II", side, 0)
-        if (n_exact, n_res) != (header["n_exact"], header["n_residual"]):
-            raise CodecError("noisecal: exception counts disagree with the header")
-        pos = 8
-        exact = np.frombuffer(side, dtype, n_exact, pos)
-        pos += n_exact * dtype.itemsize
-        residual = np.frombuffer(side, np.int32, n_res, pos)
-        if pos + 4 * n_res != len(side):
-            raise CodecError("noisecal: exception section has the wrong length")
+        xmax = float(header["xmax"])
+        if not 0 < xmax <= np.iinfo(dtype).max:
+            raise CodecError(f"noisecal: header xmax {xmax} outside the range of {dtype}")
+        K.inverse(codes, prm.alpha, prm.v0, prm.offset, seed, 0, float(prm.kbase), xmax, out)
+        exact = _unpack_ints(sections[2], dtype, int(header["n_exact"]))
+        residual = _unpack_ints(sections[3], np.dtype(np.int32), int(header["n_residual"]))
         if residual.size != n * maps.bad_flat.size:
             raise CodecError("noisecal: bad-pixel residual count disagrees with the model")
-        if n_res:
-            K.apply_residuals(out, codes, header["marker"], maps.bad_flat,
-                              residual.reshape(n, maps.bad_flat.size))
-        if K.scatter_marked(out, codes, header["marker"], exact) != n_exact:
+        if K.scatter_marked(out, codes, header["marker"], exact) != exact.size:
             raise CodecError("noisecal: marker count disagrees with the stored exact pixels")
+        if residual.size:
+            K.apply_bad_residuals(out, codes, prm.alpha, prm.v0, prm.offset, seed, 0,
+                                  prm.kbase, header["marker"], xmax, maps.bad_flat,
+                                  maps.bad_mask, residual.reshape(n, -1))
         return out.reshape(shape)
 
