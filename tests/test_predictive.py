@@ -61,3 +61,62 @@ def test_truncated_padded_or_misshapen_payloads_are_refused():
         PR.decode(b, (1, 64, 65), np.dtype(np.uint8), 2, 32, 255)
     with pytest.raises(PR.PredictiveError):
         PR.decode(b, (1, 96, 64), np.dtype(np.uint8), 2, 32, 255)  # tile count differs
+
+
+# ------------------------------------------------------------------------------ pack2 (fast)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 3, 5), (2, 37, 53), (1, 16, 4096)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_pack2_round_trip_is_exact(shape, dtype):
+    from rawgate.daemon.codecs.entropy import decode_codes, encode_codes
+
+    codes = _dithered_codes(shape, seed=4, dtype=dtype)
+    codes.flat[::7] = np.iinfo(dtype).max - 1  # many escapes
+    b = encode_codes(codes, "pack2", 16, 4)
+    out = decode_codes(b, "pack2", shape, np.dtype(dtype), 16, 4, np.iinfo(dtype).max)
+    np.testing.assert_array_equal(out, codes)
+
+
+def test_pack2_written_inside_the_forward_kernel_equals_the_standalone_coder():
+    """noisecal's fast preset packs rows inside its forward kernel; the payload must be the one
+    the standalone stage writes for the same codes (one format, two writers)."""
+    from rawgate.calibration.model import CameraIdentity, NoiseModel
+    from rawgate.daemon.codecs import NoiseCal, _stream
+    from rawgate.daemon.codecs.entropy import decode_codes, encode_codes
+
+    rng = np.random.default_rng(3)
+    shape = (64, 96)
+    bad = (rng.random(shape) < 0.03).astype(np.uint8)
+    model = NoiseModel(
+        identity=CameraIdentity("t", "T1", 16, 1, (0, 0, shape[1], shape[0])),
+        offset_adu=rng.normal(100, 2, shape), gain_e_per_adu=rng.normal(0.47, 0.01, shape),
+        read_noise_e=np.exp(rng.normal(0.47, 0.15, shape)), dark_current_e_per_s=None,
+        bad_pixels=bad, emva={"saturation_adu": 60000.0},
+    )
+    x = (100 + rng.poisson(rng.uniform(0, 400, (3,) + shape)) / 0.47).astype(np.uint16)
+    fused = NoiseCal(seed=8, entropy="pack2", noise_model=model, embed_model=False)
+    plain = NoiseCal(seed=8, entropy="zstd", noise_model=model, embed_model=False)
+    hf, sf = _stream.unpack(fused.encode(x))
+    hp, sp = _stream.unpack(plain.encode(x))
+    codes = decode_codes(sp[1], "zstd", (3,) + shape, np.dtype(hp["code_dtype"]), 256, 8,
+                         hp["marker"])
+    assert bytes(sf[1]) == encode_codes(codes, "pack2", 256, 8)
+    assert bytes(sf[3]) == bytes(sp[3])  # same bad-pixel residuals
+    np.testing.assert_array_equal(fused.decode(fused.encode(x)), plain.decode(plain.encode(x)))
+    y = fused.decode(fused.encode(x))
+    assert (y[:, bad > 0] == x[:, bad > 0]).all()
+
+
+def test_pack2_payload_damage_is_refused():
+    from rawgate.daemon.codecs.entropy import EntropyError, decode_codes, encode_codes
+
+    codes = _dithered_codes((1, 32, 32), seed=6)
+    b = encode_codes(codes, "pack2", 16, 6)
+    for bad in (b[:-1], b + b"\0", b"XXXX" + b[4:]):
+        with pytest.raises(EntropyError):
+            decode_codes(bad, "pack2", codes.shape, np.dtype(np.uint8), 16, 6, 255)
+    # an escape count moved from one row to another: the rows no longer check out
+    arr = bytearray(b)
+    arr[4] += 1
+    arr[6] -= 1
+    with pytest.raises(EntropyError):
+        decode_codes(bytes(arr), "pack2", codes.shape, np.dtype(np.uint8), 16, 6, 255)

@@ -22,7 +22,7 @@ import struct
 import numpy as np
 from numba import njit, prange
 
-from ._vst_kernels import _mix32, plane_key
+from ._vst_kernels import _ufx, plane_key
 
 __all__ = ["encode", "decode", "PredictiveError"]
 
@@ -44,12 +44,6 @@ _MAGIC = b"RGP1"
 
 class PredictiveError(ValueError):
     """A predictive payload that does not decode (corrupt or not ours)."""
-
-
-@njit(inline="always", cache=True)
-def _ufx(key, i):
-    # the dither's 24 fixed-point bits, exactly as ``_vst_kernels._u`` draws them
-    return np.int64(_mix32(np.uint32(np.uint32(i) * np.uint32(0x9E3779B1)) ^ key) >> np.uint32(8))
 
 
 #: causal neighbourhood (row offset, column offset); the first is W, the reference

@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["forward", "inverse", "bad_residuals", "apply_bad_residuals", "gather_marked",
+__all__ = ["forward", "inverse", "bad_base", "apply_bad_residuals", "pack_codes", "gather_escapes",
+           "unpack_rows", "gather_marked",
            "scatter_marked", "dither", "plane_key"]
 
 _BLOCK_ROWS = 16
@@ -63,17 +64,87 @@ def plane_key(seed, plane):
     return _mix32(k ^ np.uint32(np.uint32(plane) * np.uint32(0xC2B2AE35) + np.uint32(1)))
 
 
+_U_SCALE = 1.0 / 16777216.0
+_U_OFFSET = 0.5 / 16777216.0 - 0.5
+
+
+@njit(inline="always", cache=True)
+def _ufx(key, i):
+    # the dither's 24 random bits as an integer (u = ufx/2^24 + _U_OFFSET)
+    return np.int32(_mix32(np.uint32(np.uint32(i) * np.uint32(0x9E3779B1)) ^ key) >> np.uint32(8))
+
+
+@njit(cache=True)
+def bad_base(kl, ul, ok_l, kr, ur, ok_r, kbase, a, v0, o, a1, v01, o1, xmax):
+    """Estimate of a bad pixel's value [ADU] from its left/right neighbours' codes.
+
+    The mean dither-free stabilised value ``k − u`` of the usable neighbours (good, not stored
+    exactly; ``ok_*``), inverted with the parameters of the first of them (``a1, v01, o1``) and
+    carried over to the bad pixel's own offset ``o`` and gain (``a`` ∝ gain); its offset when
+    neither is usable. Codes and dither only, in strict IEEE arithmetic (not inlined into the
+    fastmath forward kernel), so encoder and decoder agree to the bit on any machine.
+    """
+    acc = 0.0
+    n = 0
+    if ok_l:
+        acc += np.float64(kl) - (np.float64(ul) * _U_SCALE + _U_OFFSET)
+        n += 1
+    if ok_r:
+        acc += np.float64(kr) - (np.float64(ur) * _U_SCALE + _U_OFFSET)
+        n += 1
+    if n == 0:
+        return np.floor(o + 0.5)
+    x1 = _invert(acc / n, np.float64(kbase), a1, v01, o1, 0.0, xmax)
+    return np.floor(o + (x1 - o1) * a1 / a + 0.5)
+
+
+@njit(inline="always", cache=True)
+def _bad_row(kr, key, bad_r, cols, r, W, marker, kbase, alpha, v0, offset, xmax, xr, res, j,
+             encode, out_r):
+    # bad pixels of one row (columns ``cols``, residuals from index ``j``): encoder → ``res``;
+    # decoder → ``out_r``
+    for c in cols:
+        if kr[c] != marker:
+            ok_l = c > 0 and bad_r[c - 1] == 0 and kr[c - 1] != marker
+            ok_r = c + 1 < W and bad_r[c + 1] == 0 and kr[c + 1] != marker
+            c1 = c - 1 if ok_l else c + 1
+            c1 = min(max(c1, 0), W - 1)
+            base = bad_base(
+                np.int64(kr[max(c - 1, 0)]), _ufx(key, np.uint32(r * W + max(c - 1, 0))), ok_l,
+                np.int64(kr[min(c + 1, W - 1)]), _ufx(key, np.uint32(r * W + min(c + 1, W - 1))),
+                ok_r, kbase,
+                np.float64(alpha[r, c]), np.float64(v0[r, c]), np.float64(offset[r, c]),
+                np.float64(alpha[r, c1]), np.float64(v0[r, c1]), np.float64(offset[r, c1]), xmax,
+            )
+            if encode:
+                res[j] = np.int32(np.int64(xr[c]) - np.int64(base))
+            else:
+                out_r[c] = np.int64(base) + res[j]
+        elif encode:
+            res[j] = 0
+        j += 1
+
+
 @njit(parallel=True, fastmath=True, cache=True)
-def forward(x, alpha, beta, offset, half_inv_v0, seed, plane0, kbase, marker, sat_adu, out,
-            nmarked, bad_mask, bad_row_start):
+def forward(x, alpha, beta, offset, v0, half_inv_v0, seed, plane0, kbase, marker, sat_adu, xmax,
+            out, nmarked, bad_mask, bad_cols, bad_row_start, residual, pack, packed, nesc):
     """Stabilise, dither and quantise a stack ``x`` ``(P, H, W)`` into codes ``out``.
 
-    ``half_inv_v0 = 1/(2·sqrt(alpha·offset + beta))`` per pixel (precomputed: one square root and
-    one division less per pixel and frame).
+    * Pixels at or above ``sat_adu`` and codes outside ``[0, marker)`` get ``marker``;
+      ``nmarked[p, r]`` counts them per row.
+    * The model's bad pixels (``bad_mask``; columns ``bad_cols``, numbered in raster order from
+      ``bad_row_start[r]``)
+      repeat their left neighbour's code (no spike for the entropy stage) and their exact value
+      goes into ``residual[p, j]`` as the difference from :func:`bad_base` (0 for pixels stored
+      exactly anyway).
+    * ``pack``: also write the ``fast`` entropy stage, :func:`pack_rows`'s format, into
+      ``packed`` ``(P, H, ceil(W/4))`` with escape counts ``nesc[p, r]``, while the row is in
+      cache.
 
-    Pixels at or above ``sat_adu`` and codes outside ``[0, marker)`` get ``marker``;
-    ``nmarked[p, r]`` counts them per row. The model's bad pixels (``bad_mask``; rows without
-    any are skipped via ``bad_row_start``) get their left neighbour's code.
+    ``half_inv_v0 = 1/(2·v0)`` with ``v0 = sqrt(alpha·offset + beta)`` (precomputed: one square
+    root and one division less per pixel and frame). Fast-math is limited to no-NaN/no-Inf/
+    no-signed-zero so no operation is reassociated or fused: the bad-pixel bases match the
+    decoder's to the bit.
     """
     P, H, W = x.shape
     nb = (H + _BLOCK_ROWS - 1) // _BLOCK_ROWS
@@ -81,6 +152,8 @@ def forward(x, alpha, beta, offset, half_inv_v0, seed, plane0, kbase, marker, sa
     for b in prange(nb):
         r0 = b * _BLOCK_ROWS
         r1 = min(H, r0 + _BLOCK_ROWS)
+        ubuf = np.empty(W if pack else 1, np.int32)
+        sbuf = np.empty(4 * ((W + 3) // 4) if pack else 4, np.int32)
         for p in range(P):
             key = plane_key(seed, plane0 + p)
             for r in range(r0, r1):
@@ -91,25 +164,124 @@ def forward(x, alpha, beta, offset, half_inv_v0, seed, plane0, kbase, marker, sa
                 xr, kr = x[p, r], out[p, r]
                 for c in range(W):
                     a = ar[c]
-                    bb = br[c]
                     o = orow[c]
                     xv = np.float32(xr[c])
-                    d = a * xv + bb  # w² on the square-root branch
+                    d = a * xv + br[c]  # w² on the square-root branch
                     # below the offset the tangent at the knee: v0 + (d − v0²)/(2·v0)
-                    wv = np.sqrt(d) if xv >= o else (d + a * o + bb) * hr[c]
-                    kf = np.floor(wv + _u(key, base + np.uint32(c)) + np.float32(0.5)) - np.float32(kbase)
+                    wv = np.sqrt(d) if xv >= o else (d + a * o + br[c]) * hr[c]
+                    u = _u(key, base + np.uint32(c))
+                    kf = np.floor(wv + u + np.float32(0.5)) - np.float32(kbase)
                     bad = (kf < np.float32(0.0)) | (kf >= fmark) | (xv >= sat_adu)
                     kr[c] = np.int32(fmark if bad else kf)
                     cnt += bad
                 nmarked[p, r] = cnt
-                if bad_row_start[r] == bad_row_start[r + 1]:
-                    continue
-                for c in range(1, W):  # second, sparse pass over this row's bad pixels
-                    # A bad pixel's code carries nothing (its exact value travels as a residual,
-                    # see ``bad_residuals``), so it repeats its left neighbour's code: no spike
-                    # in the code image for the entropy stage's predictor to trip over.
-                    if bad_mask[r, c] != 0 and out[p, r, c] != marker and out[p, r, c - 1] != marker:
-                        out[p, r, c] = out[p, r, c - 1]
+                j0 = bad_row_start[r]
+                j1 = bad_row_start[r + 1]
+                if j0 != j1:
+                    cols = bad_cols[j0:j1]
+                    for c in cols:
+                        if c > 0 and kr[c] != marker and kr[c - 1] != marker:
+                            kr[c] = kr[c - 1]
+                    _bad_row(kr, key, bad_mask[r], cols, r, W, marker, kbase, alpha, v0, offset,
+                             xmax, xr, residual[p], j0, True, xr)
+                if pack:
+                    nesc[p, r] = _pack_row(kr, key, r, W, packed[p, r], ubuf, sbuf)
+
+
+@njit(inline="always", cache=True)
+def _pack_row(kr, key, r, W, dst, ubuf, sbuf):
+    # fast stage, one row: symbol per pixel (0: k = k̂, 1: k̂ + 1, 2: k̂ − 1, 3: escape) with
+    # k̂ the left neighbour's dither-free value plus this pixel's dither, rounded:
+    # k̂ = k_W + floor((ufx − ufx_W + 2^23) / 2^24). Column 0 always escapes.
+    # Three branch-free passes (dither, symbols, packing) so each vectorises.
+    base = np.uint32(r * W)
+    for c in range(W):
+        ubuf[c] = _ufx(key, base + np.uint32(c))
+    sbuf[0] = 3
+    ne = 1
+    for c in range(1, W):
+        dk = (np.int32(kr[c]) - np.int32(kr[c - 1])) - ((ubuf[c] - ubuf[c - 1] + np.int32(8388608)) >> 24)
+        sym = (dk == 1) * 1 + (dk == -1) * 2 + ((dk > 1) | (dk < -1)) * 3
+        sbuf[c] = sym
+        ne += sym == 3
+    for c in range(W, sbuf.size):
+        sbuf[c] = 0
+    for q in range(dst.size):
+        dst[q] = np.uint8(sbuf[4 * q] | (sbuf[4 * q + 1] << 2) | (sbuf[4 * q + 2] << 4) | (sbuf[4 * q + 3] << 6))
+    return ne
+
+
+@njit(parallel=True, cache=True)
+def pack_codes(codes, seed, plane0, packed, nesc):
+    """The ``fast`` stage from a finished code stack (what :func:`forward` does inline)."""
+    P, H, W = codes.shape
+    for i in prange(P * H):
+        p = i // H
+        r = i - p * H
+        key = plane_key(seed, plane0 + p)
+        ubuf = np.empty(W, np.int32)
+        sbuf = np.empty(4 * ((W + 3) // 4), np.int32)
+        nesc[p, r] = _pack_row(codes[p, r], key, r, W, packed[p, r], ubuf, sbuf)
+
+
+@njit(parallel=True, cache=True)
+def gather_escapes(codes, packed, esc_start, esc):
+    """Codes of the ``fast`` stage's escape symbols, row by row (encoder side)."""
+    P, H, W = codes.shape
+    for i in prange(P * H):
+        p = i // H
+        r = i - p * H
+        j = esc_start[i]
+        row = packed[p, r]
+        for q in range(row.size):
+            bq = row[q]
+            if (bq & (bq >> 1) & 0x55) == 0:  # no symbol 3 among these four
+                continue
+            for t in range(4):
+                c = 4 * q + t
+                if c < W and (bq >> (2 * t)) & 3 == 3:
+                    esc[j] = codes[p, r, c]
+                    j += 1
+
+
+@njit(parallel=True, cache=True)
+def unpack_rows(packed, esc, esc_start, seed, plane0, marker, out):
+    """Decode the ``fast`` stage into codes ``out`` ``(P, H, W)``; returns the number of rows
+    whose escape count or codes do not check out (0 for a sound payload)."""
+    P, H, W = out.shape
+    bad_rows = 0
+    for i in prange(P * H):
+        p = i // H
+        r = i - p * H
+        key = plane_key(seed, plane0 + p)
+        base = np.uint32(r * W)
+        j = esc_start[i]
+        jend = esc_start[i + 1]
+        ok = 1
+        kprev = np.int64(0)
+        uprev = np.int64(0)
+        for c in range(W):
+            u = np.int64(_ufx(key, base + np.uint32(c)))
+            sym = (packed[p, r, c >> 2] >> ((c & 3) * 2)) & 3
+            if sym == 3:
+                if j < jend:
+                    k = np.int64(esc[j])
+                    j += 1
+                else:
+                    ok = 0
+                    k = np.int64(0)
+            else:
+                k = kprev + ((u - uprev + 8388608) >> 24) + (1 if sym == 1 else (-1 if sym == 2 else 0))
+            if k < 0 or k > marker:
+                ok = 0
+                k = np.int64(0)
+            out[p, r, c] = k
+            kprev = k
+            uprev = u
+        if j != jend:
+            ok = 0
+        bad_rows += 1 - ok
+    return bad_rows
 
 
 @njit(inline="always", cache=True)
@@ -156,79 +328,20 @@ def inverse(k, alpha, v0, offset, seed, plane0, kbase, xmax, out):
                     )
 
 
-@njit(inline="always", cache=True)
-def _bad_base(codes, p, r, c, key, kbase, marker, alpha, v0, offset, bad_mask, xmax):
-    # Estimate of bad pixel (r, c)'s value [ADU] from the codes alone, so encoder and decoder
-    # compute it identically: the mean dither-free stabilised value ``k − u`` of its good,
-    # not-exact 4-neighbours, inverted with the parameters of the first of them and carried
-    # over to the bad pixel's own offset and gain (``alpha`` ∝ gain); its offset when it has no
-    # such neighbour. One inverse per bad pixel instead of one per neighbour.
-    H = codes.shape[1]
-    W = codes.shape[2]
-    acc = 0.0
-    n = 0
-    r1 = -1
-    c1 = -1
-    for d in range(4):
-        rr = r + (-1 if d == 0 else (1 if d == 1 else 0))
-        cc = c + (-1 if d == 2 else (1 if d == 3 else 0))
-        if rr < 0 or rr >= H or cc < 0 or cc >= W or bad_mask[rr, cc] != 0:
-            continue
-        kv = codes[p, rr, cc]
-        if kv == marker:
-            continue
-        acc += np.float64(kv) - np.float64(_u(key, rr * W + cc))
-        if n == 0:
-            r1 = rr
-            c1 = cc
-        n += 1
-    o = np.float64(offset[r, c])
-    if n == 0:
-        return np.floor(o + 0.5)
-    o1 = np.float64(offset[r1, c1])
-    a1 = np.float64(alpha[r1, c1])
-    x1 = _invert(acc / n, np.float64(kbase), a1, np.float64(v0[r1, c1]), o1, 0.0, xmax)
-    return np.floor(o + (x1 - o1) * a1 / np.float64(alpha[r, c]) + 0.5)
-
-
-@njit(parallel=True, cache=True)
-def bad_residuals(x, codes, alpha, v0, offset, seed, plane0, kbase, marker, xmax, bad_flat,
-                  bad_mask, residual):
-    """Exact residuals of the model's bad pixels (encoder side) into ``residual`` ``(P, n_bad)``.
-
-    ``residual = x − base`` with ``base`` estimated from the neighbours' codes (``_bad_base``), so
-    it holds the pixel's own deviation (its noise, its dark signal) rather than the scene. Pixels
-    stored exactly (marker code) get 0.
-    """
-    P, H, W = codes.shape
-    for p in prange(P):
-        key = plane_key(seed, plane0 + p)
-        for j in range(bad_flat.size):
-            f = bad_flat[j]
-            r = f // W
-            c = f - r * W
-            if codes[p, r, c] == marker:
-                residual[p, j] = 0
-                continue
-            base = _bad_base(codes, p, r, c, key, kbase, marker, alpha, v0, offset, bad_mask, xmax)
-            residual[p, j] = np.int32(np.int64(x[p, r, c]) - np.int64(base))
-
-
 @njit(parallel=True, cache=True)
 def apply_bad_residuals(out, codes, alpha, v0, offset, seed, plane0, kbase, marker, xmax,
-                        bad_flat, bad_mask, residual):
-    """Decoder side of :func:`bad_residuals`."""
+                        bad_mask, bad_cols, bad_row_start, residual):
+    """Decoder side of the bad-pixel residuals written by :func:`forward`."""
     P, H, W = codes.shape
-    for p in prange(P):
+    for i in prange(P * H):
+        p = i // H
+        r = i - p * H
+        j0 = bad_row_start[r]
+        if j0 == bad_row_start[r + 1]:
+            continue
         key = plane_key(seed, plane0 + p)
-        for j in range(bad_flat.size):
-            f = bad_flat[j]
-            r = f // W
-            c = f - r * W
-            if codes[p, r, c] == marker:
-                continue
-            base = _bad_base(codes, p, r, c, key, kbase, marker, alpha, v0, offset, bad_mask, xmax)
-            out[p, r, c] = np.int64(base) + residual[p, j]
+        _bad_row(codes[p, r], key, bad_mask[r], bad_cols[j0:bad_row_start[r + 1]], r, W, marker,
+                 kbase, alpha, v0, offset, xmax, out[p, r], residual[p], j0, False, out[p, r])
 
 
 @njit(cache=True)

@@ -19,6 +19,7 @@ import imagecodecs
 import numpy as np
 
 from . import _predictive
+from . import _vst_kernels as _vst
 
 __all__ = ["STAGES", "DITHER_STAGES", "ALL_STAGES", "encode_codes", "decode_codes",
            "encode_tiles", "decode_tiles", "EntropyError"]
@@ -80,9 +81,55 @@ STAGES: dict[str, tuple[Callable, Callable]] = {
     ),
 }
 
+def pack2_from_rows(codes: np.ndarray, packed: np.ndarray, nesc: np.ndarray) -> bytes:
+    """Assemble the ``pack2`` payload from rows packed by :func:`._vst_kernels.forward`.
+
+    Layout: escape count per row (uint16), the escaped codes (code dtype), the 2-bit symbols
+    (4 per byte, row by row). Hand-written because the symbols are predicted in the
+    dither-free domain inside the forward kernel, while the row is in cache: this is the
+    ``fast`` preset, whose budget is the camera's data rate.
+    """
+    P, H, W = codes.shape
+    counts = nesc.reshape(-1).astype(np.int64)
+    esc_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    esc = np.empty(int(esc_start[-1]), codes.dtype)
+    _vst.gather_escapes(codes, packed, esc_start, esc)
+    return b"".join([b"RGK2", counts.astype("<u2").tobytes(), esc.tobytes(), packed.tobytes()])
+
+
+def _pack2_encode(codes: np.ndarray, seed: int, tile_rows: int) -> bytes:
+    P, H, W = codes.shape
+    packed = np.empty((P, H, (W + 3) // 4), np.uint8)
+    nesc = np.empty((P, H), np.int32)
+    _vst.pack_codes(codes, np.uint64(seed), 0, packed, nesc)
+    return pack2_from_rows(codes, packed, nesc)
+
+
+def _pack2_decode(data, shape, dtype, seed, tile_rows, marker) -> np.ndarray:
+    P, H, W = shape
+    buf = memoryview(data).cast("B")
+    n_rows, n_bytes = P * H, P * H * ((W + 3) // 4)
+    if len(buf) < 4 + 2 * n_rows or bytes(buf[:4]) != b"RGK2":
+        raise EntropyError("pack2: not a pack2 payload or truncated")
+    counts = np.frombuffer(buf, "<u2", n_rows, 4).astype(np.int64)
+    n_esc = int(counts.sum())
+    if len(buf) != 4 + 2 * n_rows + n_esc * dtype.itemsize + n_bytes:
+        raise EntropyError("pack2: payload length does not match its escape counts")
+    esc = np.frombuffer(buf, dtype, n_esc, 4 + 2 * n_rows)
+    packed = np.frombuffer(buf, np.uint8, n_bytes, 4 + 2 * n_rows + n_esc * dtype.itemsize)
+    out = np.empty(shape, dtype)
+    esc_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    bad = _vst.unpack_rows(packed.reshape(P, H, -1), esc, esc_start, np.uint64(seed), 0,
+                           int(marker), out)
+    if bad:
+        raise EntropyError(f"pack2: {bad} rows do not decode consistently")
+    return out
+
+
 #: stages that also see the dither seed (they predict in the dither-free domain)
 DITHER_STAGES: dict[str, tuple[Callable, Callable]] = {
     "predictive": (_predictive.encode, _predictive.decode),
+    "pack2": (_pack2_encode, _pack2_decode),
 }
 ALL_STAGES: tuple[str, ...] = (*DITHER_STAGES, *STAGES)
 

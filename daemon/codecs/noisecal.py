@@ -47,7 +47,7 @@ from . import _stream
 from . import _vst_kernels as K
 from ._stream import CorruptStreamError
 from .base import Codec, CodecError, register_codec
-from .entropy import ALL_STAGES, decode_codes, encode_codes
+from .entropy import ALL_STAGES, decode_codes, encode_codes, pack2_from_rows
 from .lossless import planes_of
 from .models import ModelNotFoundError, find_model, model_sha256, register_model
 
@@ -117,6 +117,11 @@ class CodecMaps:
         m = np.zeros(self.shape[0] * self.shape[1], np.uint8)
         m[self.bad_flat] = 1
         return m.reshape(self.shape)
+
+    @functools.cached_property
+    def bad_cols(self) -> np.ndarray:
+        """Column of each bad pixel, in raster order (int64)."""
+        return (self.bad_flat % self.shape[1]).astype(np.int64)
 
     @functools.cached_property
     def bad_row_start(self) -> np.ndarray:
@@ -366,17 +371,18 @@ class NoiseCal(Codec):
         seed &= (1 << 64) - 1
         codes = np.empty((P, H, W), prm.code_dtype)
         nmarked = np.zeros((P, H), np.int32)
-        K.forward(x, prm.alpha, prm.beta, prm.offset, prm.half_inv_v0, np.uint64(seed), 0, prm.kbase,
-                  prm.marker, np.float32(prm.saturation_adu), codes, nmarked,
-                  maps.bad_mask, maps.bad_row_start)
         xmax = float(min(maps.adc_max, np.iinfo(a.dtype).max))
         residual = np.zeros((P, maps.bad_flat.size), np.int32)
-        if maps.bad_flat.size:
-            K.bad_residuals(x, codes, prm.alpha, prm.v0, prm.offset, np.uint64(seed), 0,
-                            prm.kbase, prm.marker, xmax, maps.bad_flat, maps.bad_mask, residual)
+        fused = self.stage == "pack2"  # the fast stage is written by the forward kernel itself
+        packed = np.empty((P, H, (W + 3) // 4) if fused else (1, 1, 1), np.uint8)
+        nesc = np.empty((P, H) if fused else (1, 1), np.int32)
+        K.forward(x, prm.alpha, prm.beta, prm.offset, prm.v0, prm.half_inv_v0, np.uint64(seed), 0,
+                  prm.kbase, prm.marker, np.float32(prm.saturation_adu), xmax, codes, nmarked,
+                  maps.bad_mask, maps.bad_cols, maps.bad_row_start, residual, fused, packed, nesc)
         n_marked = int(nmarked.sum())
         exact = K.gather_marked(x, codes, prm.marker, nmarked, n_marked)
-        payload = encode_codes(codes, self.stage, self.tile_rows, seed)
+        payload = (pack2_from_rows(codes, packed, nesc) if fused
+                   else encode_codes(codes, self.stage, self.tile_rows, seed))
         extra = {
             "model_sha256": maps.model_sha256,
             "seed": seed,
@@ -451,8 +457,8 @@ class NoiseCal(Codec):
         if K.scatter_marked(out, codes, header["marker"], exact) != exact.size:
             raise CodecError("noisecal: marker count disagrees with the stored exact pixels")
         if residual.size:
-            K.apply_bad_residuals(out, codes, prm.alpha, prm.v0, prm.offset, seed, 0,
-                                  prm.kbase, header["marker"], xmax, maps.bad_flat,
-                                  maps.bad_mask, residual.reshape(n, -1))
+            K.apply_bad_residuals(out, codes, prm.alpha, prm.v0, prm.offset, seed, 0, prm.kbase,
+                                  header["marker"], xmax, maps.bad_mask, maps.bad_cols, maps.bad_row_start,
+                                  residual.reshape(n, -1))
         return out.reshape(shape)
 
