@@ -3,6 +3,7 @@ the noise model stored once, and clear errors when it is missing."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ from rawgate.daemon.codecs import (
 )
 from rawgate.daemon.codecs import containers as C
 from rawgate.daemon.codecs._stream import peek_header
+from rawgate.daemon.codecs.noisecal import CodecMaps, codec_maps
 from rawgate.daemon.codecs.containers import (
     MODEL_ARRAY,
     TIFF_COMPRESSION,
@@ -75,7 +77,8 @@ def _read(kind, p):
 def _fresh(code: str, tmp_path, **env) -> dict:
     """Run ``code`` in a new interpreter (no models registered, empty model store); it prints
     one JSON object as its last line."""
-    full_env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "xdg"), RAWGATE_MODEL_PATH="", **env)
+    full_env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg"), "RAWGATE_MODEL_PATH": "",
+                **env}
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                        text=True, cwd=tmp_path, check=False, env=full_env, timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -92,7 +95,7 @@ def _flip_byte(path, offset):
 
 def _per_plane(codec, data):
     """What the codec itself gives for each (Y, X) plane — the container must give the same."""
-    planes = data.reshape(-1, H, W)
+    planes = data.reshape(-1, *data.shape[-2:])
     return np.stack([codec.decode(codec.encode(p)) for p in planes]).reshape(data.shape)
 
 
@@ -121,7 +124,7 @@ def test_tiff_layout_one_stream_per_plane(tmp_path):
             assert len(page.dataoffsets) == 1  # the whole plane is one strip
             tif.filehandle.seek(page.dataoffsets[0])
             header = peek_header(tif.filehandle.read(page.databytecounts[0]))
-            assert header["codec"] == {"id": "zstd", "level": 5}
+            assert get_codec(header["codec"]) == get_codec("zstd:level=5")  # (id bare or prefixed)
             assert header["shape"] == [H, W]
             assert (TIFF_TAG_INFO in page.tags) == (i == 0)
         assert tif.series[0].axes == "ZYX"
@@ -147,8 +150,9 @@ def test_noisecal_round_trip_deterministic_model_once(tmp_path, sensor, kind):
     model_bytes = model.to_bytes()
     if kind == "tiff":
         with tifffile.TiffFile(p) as tif:
-            stored = NoiseModel.from_bytes(tif.pages[0].tags[TIFF_TAG_MODEL].value)
-            assert stored.sha256 == model.sha256  # (zip timestamps: compare content)
+            stored = tif.pages[0].tags[TIFF_TAG_MODEL].value
+            assert stored == codec_maps(model).to_bytes()  # the codec's maps, not the model
+            assert CodecMaps.from_bytes(stored).model_sha256 == model.sha256
             for page in tif.pages:
                 assert page.compression == TIFF_COMPRESSION
                 tif.filehandle.seek(page.dataoffsets[0])
@@ -162,6 +166,7 @@ def test_noisecal_round_trip_deterministic_model_once(tmp_path, sensor, kind):
         assert cfg["name"] == "rawgate"
         assert cfg["configuration"]["codec"]["model_sha256"] == model.sha256
         assert len(cfg["configuration"]["model"]) < C.CONFIG_MODEL_LIMIT  # small: in the config
+        assert base64.b64decode(cfg["configuration"]["model"]) == codec_maps(model).to_bytes()
         assert not (p / MODEL_ARRAY).exists()
         chunks = sorted((p / "0" / "c").rglob("*"))
         chunk_files = [c for c in chunks if c.is_file()]
@@ -189,12 +194,136 @@ def test_large_model_is_stored_once_as_a_group_array(tmp_path, sensor, monkeypat
     cfg = json.loads((p / "0" / "zarr.json").read_text())["codecs"][0]["configuration"]
     assert "model" not in cfg and cfg["model_array"] == f"../{MODEL_ARRAY}"
     stored = zarr.open_array(str(p / MODEL_ARRAY), mode="r")[...]
-    assert NoiseModel.from_bytes(stored.tobytes()).sha256 == model.sha256
+    assert stored.tobytes() == codec_maps(model).to_bytes()
+    assert CodecMaps.from_bytes(stored.tobytes()).model_sha256 == model.sha256
     out, _ = read_ome_zarr(p)
     np.testing.assert_array_equal(out, _per_plane(codec, frames))
     # and the other way round: forced into the config whatever its size
     p2 = write_ome_zarr(tmp_path / "cfg.zarr", frames, codec, model_in_config=True)
     assert "model" in json.loads((p2 / "0" / "zarr.json").read_text())["codecs"][0]["configuration"]
+
+
+# ---------------------------------------------------------------------- what is stored of the model
+N = 256  # a size where the maps are a small part of the calibration
+
+
+def _sim_model(n: int, seed: int, serial: str = "S2") -> tuple[NoiseModel, np.ndarray]:
+    t = make_sensor_truth((n, n), seed=seed)
+    model = NoiseModel(
+        identity=CameraIdentity("sim", serial, 16, 1, (0, 0, n, n)),
+        offset_adu=t.offset_adu, gain_e_per_adu=t.gain_e_per_adu, read_noise_e=t.read_noise_e,
+        dark_current_e_per_s=np.full((n, n), 0.2, np.float32),
+        bad_pixels=(t.defects > 0).astype(np.uint8),
+    )
+    return model, render_frames(t, 40.0, 10.0, 2, np.random.default_rng(seed))
+
+
+@pytest.fixture(scope="module")
+def sensor256():
+    return _sim_model(N, 11)
+
+
+def test_stored_payload_is_the_codec_maps_and_decodes_without_the_model(tmp_path, sensor256):
+    model, frames = sensor256
+    codec = get_codec("noisecal:seed=21", noise_model=model)
+    maps_bytes = codec_maps(model).to_bytes()
+    model_bytes = model.to_bytes()
+    assert len(maps_bytes) * 4 < len(model_bytes)  # 256²: ≈ 0.1 MB of maps, 0.9 MB of model
+    write_ome_tiff(tmp_path / "n.ome.tif", frames, codec)
+    write_ome_zarr(tmp_path / "i.zarr", frames, codec)  # maps in the codec configuration
+    write_ome_zarr(tmp_path / "g.zarr", frames, codec, model_in_config=False)  # group array
+    np.save(tmp_path / "expected.npy", _per_plane(codec, frames))
+
+    with tifffile.TiffFile(tmp_path / "n.ome.tif") as tif:
+        assert tif.pages[0].tags[TIFF_TAG_MODEL].value == maps_bytes
+        info = json.loads(tif.pages[0].tags[TIFF_TAG_INFO].value)
+    assert info["model_sha256"] == model.sha256 and info["version"] == C.FORMAT_VERSION
+    cfg = json.loads((tmp_path / "i.zarr" / "0" / "zarr.json").read_text())["codecs"][0]
+    assert base64.b64decode(cfg["configuration"]["model"]) == maps_bytes
+    assert cfg["configuration"]["codec"]["model_sha256"] == model.sha256
+    stored = zarr.open_array(str(tmp_path / "g.zarr" / MODEL_ARRAY), mode="r")[...]
+    assert stored.tobytes() == maps_bytes
+    for z in ("i.zarr", "g.zarr"):
+        attrs = json.loads((tmp_path / z / "zarr.json").read_text())["attributes"]["rawgate"]
+        assert attrs["model_sha256"] == model.sha256
+    size = (tmp_path / "n.ome.tif").stat().st_size
+    assert size < len(maps_bytes) + frames.nbytes < len(model_bytes)
+
+    (tmp_path / "empty_store").mkdir()
+    (tmp_path / "empty_xdg").mkdir()
+    res = _fresh(f"""
+        import json, numpy as np, tifffile, zarr
+        from rawgate.daemon.codecs import ModelNotFoundError, find_model
+        from rawgate.daemon.codecs.containers import read_ome_tiff, read_ome_zarr
+        expected = np.load("expected.npy")
+        r = {{}}
+        try:
+            tifffile.imread("n.ome.tif")
+            r["missing"] = "decoded without the maps"
+        except ModelNotFoundError as e:
+            r["missing"] = str(e)
+        r["zarr_bare"] = bool(np.array_equal(zarr.open("i.zarr", mode="r")["0"][...], expected))
+        r["tiff"] = bool(np.array_equal(read_ome_tiff("n.ome.tif")[0], expected))
+        r["imread_after"] = bool(np.array_equal(tifffile.imread("n.ome.tif"), expected))
+        r["zarr_group"] = bool(np.array_equal(read_ome_zarr("g.zarr")[0], expected))
+        r["model_found"] = find_model("{model.sha256}") is not None
+        print(json.dumps(r))
+    """, tmp_path, RAWGATE_MODEL_PATH=str(tmp_path / "empty_store"),
+        XDG_DATA_HOME=str(tmp_path / "empty_xdg"))
+    assert model.sha256 in res.pop("missing")
+    assert res == {"zarr_bare": True, "tiff": True, "imread_after": True, "zarr_group": True,
+                   "model_found": False}  # decoded from the stored maps alone
+    assert not list((tmp_path / "empty_store").iterdir())
+    assert not (tmp_path / "empty_xdg" / "rawgate").exists()  # (other packages write there)
+
+
+def test_version_1_files_with_the_whole_model_are_still_read(tmp_path, sensor, monkeypatch):
+    model, frames = sensor
+    codec = get_codec("noisecal:seed=8", noise_model=model)
+    with monkeypatch.context() as m:  # what format version 1 wrote: NoiseModel.to_bytes()
+        m.setattr(C, "FORMAT_VERSION", 1)
+        m.setattr(C, "_model_payload", lambda model: model.to_bytes())
+        write_ome_tiff(tmp_path / "n.ome.tif", frames, codec)
+        write_ome_zarr(tmp_path / "i.zarr", frames, codec)
+        write_ome_zarr(tmp_path / "g.zarr", frames, codec, model_in_config=False)
+    with tifffile.TiffFile(tmp_path / "n.ome.tif") as tif:
+        assert NoiseModel.from_bytes(tif.pages[0].tags[TIFF_TAG_MODEL].value).sha256 == model.sha256
+    np.save(tmp_path / "expected.npy", _per_plane(codec, frames))
+    res = _fresh(f"""
+        import json, numpy as np, tifffile, zarr
+        from rawgate.daemon.codecs import find_model
+        from rawgate.daemon.codecs.containers import read_ome_tiff, read_ome_zarr
+        expected = np.load("expected.npy")
+        r = {{"zarr_bare": bool(np.array_equal(zarr.open("i.zarr/0", mode="r")[...], expected))}}
+        r["tiff"] = bool(np.array_equal(read_ome_tiff("n.ome.tif")[0], expected))
+        r["zarr_group"] = bool(np.array_equal(read_ome_zarr("g.zarr")[0], expected))
+        r["model_found"] = find_model("{model.sha256}") is not None
+        print(json.dumps(r))
+    """, tmp_path)
+    assert res == {"zarr_bare": True, "tiff": True, "zarr_group": True, "model_found": True}
+
+
+@pytest.mark.parametrize("where", ["tiff", "config", "array"])
+def test_stored_maps_of_another_model_are_refused(tmp_path, sensor, monkeypatch, where):
+    model, frames = sensor
+    other, _ = _sim_model(8, 3, serial="OTHER")
+    codec = get_codec("noisecal", noise_model=model)
+    if where == "config":  # (the writer itself refuses: its chunks are coded through the config)
+        p = write_ome_zarr(tmp_path / "x.zarr", frames, codec)
+        meta_path = p / "0" / "zarr.json"
+        meta = json.loads(meta_path.read_text())
+        meta["codecs"][0]["configuration"]["model"] = base64.b64encode(
+            codec_maps(other).to_bytes()).decode("ascii")
+        meta_path.write_text(json.dumps(meta))
+    else:
+        with monkeypatch.context() as m:
+            m.setattr(C, "_model_payload", lambda model: codec_maps(other).to_bytes())
+            if where == "tiff":
+                p = write_ome_tiff(tmp_path / "x.ome.tif", frames, codec)
+            else:
+                p = write_ome_zarr(tmp_path / "x.zarr", frames, codec, model_in_config=False)
+    with pytest.raises(ModelError, match="maps are of noise model"):
+        read_ome_tiff(p) if where == "tiff" else read_ome_zarr(p)
 
 
 # ---------------------------------------------------------------------- metadata

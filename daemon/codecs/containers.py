@@ -4,7 +4,14 @@ Both containers hold one rawgate stream per plane (OME-TIFF: one strip = one who
 plane; OME-Zarr: one chunk, by default one plane), so every plane decodes on its own and every
 stream keeps its CRC: a damaged segment or chunk is refused with :class:`CorruptStreamError`,
 never decoded into wrong pixels. A codec that needs a noise model (``noisecal``) writes its
-streams with ``embed_model=false``; the model is stored **once** per file or dataset.
+streams with ``embed_model=false``; what it needs of the model is stored **once** per file or
+dataset: the codec's quantised maps (:class:`.noisecal.CodecMaps`, ``CodecMaps.to_bytes()``,
+≈ 1.5 B/px: 6.2 MB at 2048² on a simulated sensor) — not the full calibration
+(``NoiseModel.to_bytes()``, ≈ 10 B/px: 41.6 MB at 2048², 56.5 MB with a dark-current map).
+Decoders need only those maps; the metadata still names the model by its SHA-256. Readers
+register the stored maps (:func:`.noisecal.register_maps`) after checking that they name the
+model the data need. Files of format version 1, which stored the full model (a zip, told apart
+by its first bytes), are still read: that model is verified and registered.
 
 OME-TIFF
 --------
@@ -21,14 +28,14 @@ OME-TIFF
   write never leaves a file whose streams would be read as zstd).
 * Private tags on the first page: :data:`TIFF_TAG_INFO` (65400, ASCII JSON: codec config and
   spec, dtype, shape, axes, physical sizes, model hash, the Micro-Manager metadata) and
-  :data:`TIFF_TAG_MODEL` (65401, UNDEFINED: ``NoiseModel.to_bytes()``). The OME-XML carries the
+  :data:`TIFF_TAG_MODEL` (65401, UNDEFINED: ``CodecMaps.to_bytes()``). The OME-XML carries the
   axes and physical sizes for every OME reader. (Not Micro-Manager's own tag 51123: tifffile
   then takes the file for a Micro-Manager stack and logs header errors on every read.)
-* :func:`read_ome_tiff` registers the file's model (hash verified) and reads with tifffile, so
-  a file decodes with nothing but itself and rawgate. A bare ``tifffile.imread`` cannot see the
-  model tag (a decompressor only receives the segment bytes), so in a process where the model
-  is neither registered nor in a model store (``RAWGATE_MODEL_PATH``) it raises
-  :class:`ModelNotFoundError` naming the model's SHA-256 (and how to read the file).
+* :func:`read_ome_tiff` registers the file's maps (model hash checked) and reads with tifffile,
+  so a file decodes with nothing but itself and rawgate. A bare ``tifffile.imread`` cannot see the
+  model tag (a decompressor only receives the segment bytes), so in a process where neither the
+  maps nor the model are registered and the model is not in a model store
+  (``RAWGATE_MODEL_PATH``) it raises :class:`ModelNotFoundError` naming the model's SHA-256 (and how to read the file).
 
 OME-Zarr v3 (OME-NGFF 0.5)
 --------------------------
@@ -36,23 +43,22 @@ OME-Zarr v3 (OME-NGFF 0.5)
   ``{"name": "rawgate", "configuration": {"codec": <rawgate codec config>, ...}}``, registered
   through the ``zarr.codecs`` entry point of this package, so ``zarr.open(path)[...]`` decodes in a
   fresh process without importing rawgate explicitly (zarr imports it when it meets the name).
-* Where the noise model lives: at decode time zarr gives a codec nothing but its own
+* Where the noise model's maps live: at decode time zarr gives a codec nothing but its own
   configuration (``from_dict``) and, per chunk, the chunk bytes and an ``ArraySpec`` (chunk shape,
   dtype, fill value, memory order, buffer prototype) — no store, no path, no attributes, no
-  sibling arrays. A model kept as a separate array or attribute is therefore invisible to a bare
+  sibling arrays. Maps kept as a separate array or attribute are therefore invisible to a bare
   ``zarr.open(...)[...]``; only the codec configuration travels with the codec. So:
 
-  - small models go into the configuration, ``"model": base64(NoiseModel.to_bytes())``, written
-    once into the array's ``zarr.json`` (not per chunk): a 256² model is 0.65 MB, 0.87 MB of
-    base64 text (0.88 / 1.18 MB with a dark-current map), and a fresh process decodes with zarr
+  - small map sets go into the configuration, ``"model": base64(CodecMaps.to_bytes())``, written
+    once into the array's ``zarr.json`` (not per chunk), and a fresh process decodes with zarr
     alone;
-  - large models would bloat ``zarr.json``: a 2048² model is 41.6 MB, 55 MB of base64 (56 / 75 MB
-    with dark current; ~1 s to parse on every open, and in every tool that lists metadata), so
-    above :data:`CONFIG_MODEL_LIMIT` (4 MiB of base64, ≈ 500² pixels) the model is
-    stored once as the uint8 array :data:`MODEL_ARRAY` in the image group, the configuration
-    keeps only the hash and where it is (``"model_array"``), and :func:`read_ome_zarr` registers
-    it before reading. A bare ``zarr.open(...)[...]`` then needs the model registered or in a
-    model store, else raises :class:`ModelNotFoundError` naming the hash and the array.
+  - large ones would bloat ``zarr.json`` (2048²: 6.2 MB, 8.3 MB of base64, parsed on every open
+    and by every tool that lists metadata), so above :data:`CONFIG_MODEL_LIMIT` (4 MiB of base64,
+    ≈ 1450² pixels; 256²: 0.1 MB) the maps are stored once as the uint8 array
+    :data:`MODEL_ARRAY` in the image group, the configuration keeps only the hash and where they
+    are (``"model_array"``), and :func:`read_ome_zarr` registers them before reading. A bare
+    ``zarr.open(...)[...]`` then needs the maps or the model registered, or the model in a model
+    store, else raises :class:`ModelNotFoundError` naming the hash and the array.
     ``model_in_config=True`` forces the self-contained form at any size; ``False`` forces the
     separate array.
 * :func:`write_ome_zarr` writes an OME-NGFF 0.5 image group: ``zarr.json`` with
@@ -89,6 +95,7 @@ from ._stream import CorruptStreamError, peek_header
 from .base import Codec, CodecError, get_codec
 from .lossless import n_workers
 from .models import ModelNotFoundError, find_model, model_sha256, register_model
+from .noisecal import CodecMaps, codec_maps, register_maps
 
 __all__ = [
     "CONFIG_MODEL_LIMIT",
@@ -109,18 +116,22 @@ __all__ = [
 TIFF_COMPRESSION = 50400
 #: private TIFF tag (first page): ASCII JSON describing the rawgate dataset
 TIFF_TAG_INFO = 65400
-#: private TIFF tag (first page): ``NoiseModel.to_bytes()`` of the model the streams need
+#: private TIFF tag (first page): ``CodecMaps.to_bytes()`` of the model the streams need
+#: (format version 1: ``NoiseModel.to_bytes()``, still read)
 TIFF_TAG_MODEL = 65401
 #: name of the codec in zarr metadata and of the ``zarr.codecs`` entry point
 ZARR_CODEC_NAME = "rawgate"
-#: the array (in the OME-Zarr image group) holding the model when it is not in the codec config
+#: the array (in the OME-Zarr image group) holding the maps when they are not in the codec config
 MODEL_ARRAY = "rawgate_noise_model"
-#: largest base64 model text put into the zarr codec configuration by default [characters]
+#: largest base64 map text put into the zarr codec configuration by default [characters]
 CONFIG_MODEL_LIMIT = 4 << 20
 
 FORMAT_TIFF = "rawgate.ome_tiff"
 FORMAT_ZARR = "rawgate.ome_zarr"
-FORMAT_VERSION = 1
+#: 2: the model payload is ``CodecMaps.to_bytes()``; 1: ``NoiseModel.to_bytes()`` (still read)
+FORMAT_VERSION = 2
+#: first bytes of ``NoiseModel.to_bytes()`` (a zip): the payload of format version 1
+_ZIP_MAGIC = b"PK\x03\x04"
 
 _DEFAULT_AXES = {2: "YX", 3: "TYX", 4: "TZYX", 5: "TCZYX"}
 _AXIS_TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
@@ -232,14 +243,44 @@ def _metadata_json(metadata: Mapping[str, Any] | None) -> Any:
         raise ContainerError(f"metadata cannot be stored as JSON: {e}") from e
 
 
-def _register_embedded_model(data: bytes, expected_sha: str | None, origin: str) -> NoiseModel:
-    model = NoiseModel.from_bytes(bytes(data), origin=origin)
-    sha = model_sha256(model)
+def _model_payload(model: NoiseModel) -> bytes:
+    """What a container stores of the model: the codec's quantised maps."""
+    return codec_maps(model).to_bytes()
+
+
+def _register_stored_model(data: Any, expected_sha: str | None,
+                           origin: str) -> CodecMaps | NoiseModel:
+    """Register the model payload a container stores, after checking the model it names.
+
+    The payload is ``CodecMaps.to_bytes()`` (format version 2), registered with
+    :func:`register_maps`, or a whole ``NoiseModel.to_bytes()`` (version 1, a zip), verified and
+    registered with :func:`register_model`. Returns what was registered.
+
+    Raises
+    ------
+    ModelError
+        The payload is corrupted, or names another model than the data.
+    """
+    data = bytes(data)
+    if data[:4] == _ZIP_MAGIC:  # format version 1: the whole calibration
+        model = NoiseModel.from_bytes(data, origin=origin)
+        sha = model_sha256(model)
+        if expected_sha and sha != expected_sha:
+            raise ModelError(f"{origin}: the stored noise model ({sha[:12]}…) is not the one the "
+                             f"data name ({expected_sha[:12]}…)")
+        register_model(model)
+        return model
+    try:
+        maps = CodecMaps.from_bytes(data)
+    except (CorruptStreamError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise ModelError(f"{origin}: the stored noise-model maps are corrupted or not rawgate "
+                         f"maps: {e}") from e
+    sha = maps.model_sha256
     if expected_sha and sha != expected_sha:
-        raise ModelError(f"{origin}: the stored noise model ({sha[:12]}…) is not the one the "
-                         f"data name ({expected_sha[:12]}…)")
-    register_model(model)
-    return model
+        raise ModelError(f"{origin}: the stored maps are of noise model {str(sha)[:12]}…, the "
+                         f"data name {expected_sha[:12]}…")
+    register_maps(maps)
+    return maps
 
 
 def _decode_stream(codec: Codec | None, data: Any) -> np.ndarray:
@@ -364,7 +405,7 @@ def write_ome_tiff(
         raise ContainerError(f"empty image (shape {data.shape})")
     H, W = data.shape[-2:]
     seg_codec, model = _prepare_codec(codec, noise_model, (H, W))
-    model_bytes = model.to_bytes() if model is not None else None
+    model_bytes = _model_payload(model) if model is not None else None
     info = {
         "format": FORMAT_TIFF,
         "version": FORMAT_VERSION,
@@ -436,8 +477,8 @@ def _ome_physical_sizes(ome_xml: str | None) -> dict[str, float]:
 def read_ome_tiff(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     """Read an OME-TIFF written by :func:`write_ome_tiff` (or any OME-TIFF tifffile reads).
 
-    The model stored in the file is verified and registered first, so the file decodes with
-    nothing but itself.
+    The model maps stored in the file are checked and registered first, so the file decodes
+    with nothing but itself.
 
     Returns
     -------
@@ -464,8 +505,8 @@ def read_ome_tiff(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
                 )
         mtag = page0.tags.get(TIFF_TAG_MODEL)
         if mtag is not None:
-            _register_embedded_model(mtag.value, info.get("model_sha256"),
-                                     f"{path} (noise model in TIFF tag {TIFF_TAG_MODEL})")
+            _register_stored_model(mtag.value, info.get("model_sha256"),
+                                   f"{path} (noise model in TIFF tag {TIFF_TAG_MODEL})")
         series = tif.series[0]
         a = series.asarray()
         physical = _ome_physical_sizes(tif.ome_metadata)
@@ -504,8 +545,9 @@ def _make_zarr_codec_class() -> type:
         """zarr v3 array→bytes codec: each chunk is one self-describing rawgate stream.
 
         Configuration: ``codec`` (the rawgate codec config, ``Codec.get_config()``), and for codecs
-        with a noise model either ``model`` (base64 of ``NoiseModel.to_bytes()``) or
-        ``model_array`` (where the dataset stores it, for the error message and readers).
+        with a noise model either ``model`` (base64 of ``CodecMaps.to_bytes()``; format version 1:
+        of ``NoiseModel.to_bytes()``) or ``model_array`` (where the dataset stores it, for the
+        error message and readers).
         """
 
         is_fixed_size = False
@@ -567,29 +609,46 @@ def _make_zarr_codec_class() -> type:
             return rg
 
         def _ensure_model(self) -> None:
+            """Register the maps (or, format version 1, the model) carried in the configuration.
+
+            Parsed once per codec object; registered again on every chunk (a dict insert), so a
+            cleared registry does not break a long-lived array.
+            """
             sha = self.codec.get("model_sha256")
-            if not sha or find_model(sha) is not None:
-                return
-            if self.model is not None:
+            if not sha or self.model is None:
+                return  # maps in a group array: read_ome_zarr or a model store provides them
+            stored = self.__dict__.get("_stored")
+            if stored is None:
                 try:
                     data = base64.b64decode(self.model.encode("ascii"), validate=True)
                 except (ValueError, UnicodeEncodeError) as e:
                     raise ModelError(f"the noise model in the zarr codec configuration is "
                                      f"corrupted (bad base64: {e})") from e
-                _register_embedded_model(data, sha, "noise model in the zarr codec configuration")
-                return
+                stored = _register_stored_model(data, sha,
+                                                "noise model in the zarr codec configuration")
+                self.__dict__["_stored"] = stored  # frozen dataclass: cache outside the fields
+            elif isinstance(stored, CodecMaps):
+                register_maps(stored)
+            else:
+                register_model(stored)
+
+        def _missing_model(self) -> ModelNotFoundError:
+            sha = self.codec.get("model_sha256")
             where = (f" This dataset stores it once as the array {self.model_array!r} (relative "
-                     "to the image array)" if self.model_array else "")
-            raise ModelNotFoundError(
+                     "to the image array):" if self.model_array else "")
+            return ModelNotFoundError(
                 f"this zarr array needs noise model {sha}, which is neither registered nor in a "
-                f"model store (RAWGATE_MODEL_PATH or ~/.local/share/rawgate/models).{where}: read "
+                f"model store (RAWGATE_MODEL_PATH or ~/.local/share/rawgate/models).{where} read "
                 "it with rawgate.daemon.codecs.containers.read_ome_zarr(path), which registers it"
             )
 
         def _decode_sync(self, chunk_bytes: Any, chunk_spec: Any) -> Any:
             self._ensure_model()
             raw = np.asarray(chunk_bytes.as_numpy_array()).reshape(-1).view(np.uint8)
-            a = _decode_stream(self._rg_codec(), memoryview(raw))
+            try:
+                a = _decode_stream(self._rg_codec(), memoryview(raw))
+            except ModelNotFoundError:
+                raise self._missing_model() from None
             want = chunk_spec.dtype.to_native_dtype()
             if a.dtype != want or a.shape != tuple(chunk_spec.shape):
                 raise CorruptStreamError(
@@ -601,7 +660,11 @@ def _make_zarr_codec_class() -> type:
         def _encode_sync(self, chunk_array: Any, chunk_spec: Any) -> Any:
             self._ensure_model()
             a = np.ascontiguousarray(chunk_array.as_numpy_array())
-            return chunk_spec.prototype.buffer.from_bytes(_encode_stream(self._rg_codec(), a))
+            try:
+                encoded = _encode_stream(self._rg_codec(), a)
+            except ModelNotFoundError:
+                raise self._missing_model() from None
+            return chunk_spec.prototype.buffer.from_bytes(encoded)
 
         async def _decode_single(self, chunk_bytes: Any, chunk_spec: Any) -> Any:
             return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
@@ -652,9 +715,9 @@ def write_ome_zarr(
         Chunk shape; default one ``(Y, X)`` plane per chunk. Codecs with a noise model need whole
         planes in every chunk.
     model_in_config
-        Put the noise model into the codec configuration (self-contained for a bare
-        ``zarr.open``) — default: when its base64 text is ≤ :data:`CONFIG_MODEL_LIMIT`; else it is
-        stored once as the array :data:`MODEL_ARRAY` of the group.
+        Put the noise model's codec maps into the codec configuration (self-contained for a bare
+        ``zarr.open``) — default: when their base64 text is ≤ :data:`CONFIG_MODEL_LIMIT`; else
+        they are stored once as the array :data:`MODEL_ARRAY` of the group.
     name
         Name of the multiscale image (default: the directory name).
     """
@@ -683,7 +746,7 @@ def write_ome_zarr(
     model_b64: str | None = None
     model_bytes: bytes | None = None
     if model is not None:
-        model_bytes = model.to_bytes()
+        model_bytes = _model_payload(model)
         in_config = model_in_config
         if in_config is None:
             in_config = 4 * ((len(model_bytes) + 2) // 3) <= CONFIG_MODEL_LIMIT
@@ -732,7 +795,8 @@ def write_ome_zarr(
             MODEL_ARRAY, shape=(len(model_bytes),), dtype="uint8", chunks=(len(model_bytes),),
             compressors=None, fill_value=0,
             attributes={"rawgate": {"noise_model_sha256": model_sha256(model),
-                                    "content": "NoiseModel.to_bytes() (a .rgnoise file)"}},
+                                    "content": "CodecMaps.to_bytes() (rawgate noisecal "
+                                               "quantised maps of the noise model)"}},
         )
         marr[...] = np.frombuffer(model_bytes, np.uint8)
     arr = root.create_array(
@@ -747,7 +811,7 @@ def write_ome_zarr(
 def read_ome_zarr(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     """Read the full-resolution image of an OME-Zarr image group written by :func:`write_ome_zarr`.
 
-    The noise model stored in the group (if any) is verified and registered first.
+    The noise-model maps stored in the group (if any) are checked and registered first.
 
     Returns
     -------
@@ -774,7 +838,7 @@ def read_ome_zarr(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     model_array = rg.get("model_array")
     if model_array:
         mb = np.asarray(root[model_array][...], np.uint8).tobytes()
-        _register_embedded_model(mb, rg.get("model_sha256"), f"{path}/{model_array}")
+        _register_stored_model(mb, rg.get("model_sha256"), f"{path}/{model_array}")
     ds = ms["datasets"][0]
     arr = root[ds["path"]]
     a = arr[...]
