@@ -4,7 +4,13 @@ Every codec is a small frozen dataclass: its fields are its options (typed, with
 ``get_config`` / ``from_config`` / the spec parser / ``rawgate codecs`` all come from one place.
 ``encode(array) -> bytes`` writes a self-describing stream (see :mod:`._stream`) that carries the
 configuration, the original dtype and shape; ``decode(bytes) -> ndarray`` returns exactly that
-dtype and shape or raises. Codecs are also registered with numcodecs under ``rawgate.<id>``.
+dtype and shape or raises.
+
+Codecs are registered with numcodecs under ``rawgate.<id>`` (a bare ``zstd`` would take over
+numcodecs' own Zstd), and ``get_config()["id"]`` is that same name, so
+``numcodecs.get_codec(codec.get_config())`` rebuilds the codec (zarr v2's contract). Everything
+that reads a config or a spec here (``get_codec``, ``from_config``, ``parse_spec``, ``decode``)
+accepts the bare id too, as streams written before the prefix store it.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ __all__ = [
     "decode_any",
     "codec_of",
     "search_for_ratio",
+    "bare_id",
+    "NUMCODECS_PREFIX",
 ]
 
 
@@ -43,13 +51,21 @@ class CodecError(ValueError):
 
 _REGISTRY: dict[str, type["Codec"]] = {}
 
+#: prefix of rawgate's codec ids in numcodecs' registry and in ``get_config()["id"]``
+NUMCODECS_PREFIX = "rawgate."
+
+
+def bare_id(cid: Any) -> str:
+    """A codec id without the numcodecs prefix (``"rawgate.zstd"`` and ``"zstd"`` ⇒ ``"zstd"``)."""
+    return str(cid).strip().removeprefix(NUMCODECS_PREFIX)
+
 
 def register_codec(cls: type["Codec"]) -> type["Codec"]:
     """Class decorator: add a codec to rawgate's registry (and numcodecs' as ``rawgate.<id>``)."""
     if cls.codec_id in _REGISTRY and _REGISTRY[cls.codec_id] is not cls:
         raise CodecError(f"codec id {cls.codec_id!r} registered twice")
     _REGISTRY[cls.codec_id] = cls
-    numcodecs.register_codec(cls, codec_id=f"rawgate.{cls.codec_id}")
+    numcodecs.register_codec(cls, codec_id=cls.numcodecs_id())
     return cls
 
 
@@ -82,15 +98,22 @@ class Codec(_NumcodecsCodec):
     def lossless(self) -> bool:
         return self.family == "lossless"
 
+    @classmethod
+    def numcodecs_id(cls) -> str:
+        """The id in numcodecs' registry and in :meth:`get_config`: ``rawgate.<codec_id>``."""
+        return NUMCODECS_PREFIX + cls.codec_id
+
     def get_config(self) -> dict[str, Any]:
+        """The options as plain JSON, with ``id`` = :meth:`numcodecs_id` (numcodecs' contract)."""
         cfg = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return {"id": self.codec_id, **cfg}
+        return {"id": self.numcodecs_id(), **cfg}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "Codec":
+        """The codec of a config whose ``id`` is ``<codec_id>``, ``rawgate.<codec_id>`` or absent."""
         cfg = dict(config)
         cid = cfg.pop("id", cls.codec_id)
-        if cid not in (cls.codec_id, f"rawgate.{cls.codec_id}"):
+        if bare_id(cid) != cls.codec_id:
             raise CodecError(f"config is for codec {cid!r}, not {cls.codec_id!r}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(cfg) - names
@@ -127,7 +150,8 @@ class Codec(_NumcodecsCodec):
             )
         if self.min_ndim >= 2 and a.size == 0:
             raise CodecError(f"{self.codec_id}: empty image (shape {a.shape})")
-        return np.ascontiguousarray(a)
+        # ascontiguousarray returns at least 1-D: keep a 0-D array 0-D (its shape is recorded)
+        return np.ascontiguousarray(a).reshape(a.shape)
 
     def encode(self, buf: Any) -> bytes:
         """Compress an array into a self-describing rawgate stream."""
@@ -144,7 +168,8 @@ class Codec(_NumcodecsCodec):
     def decode(self, buf: Any, out: Any = None) -> np.ndarray:
         """Decompress a stream written by this codec (same id) into the original array."""
         header, sections = unpack(_as_bytes(buf))
-        cid = header["codec"].get("id")
+        config = header["codec"]
+        cid = bare_id(config.get("id")) if isinstance(config, dict) else None
         if cid != self.codec_id:
             raise CodecError(f"stream was written by codec {cid!r}, not {self.codec_id!r}")
         try:
@@ -230,7 +255,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(spec, str) or not spec.strip():
         raise CodecError("empty codec spec")
     name, _, rest = spec.strip().partition(":")
-    name = name.strip().lower()
+    name = bare_id(name.strip().lower())
     cls = _REGISTRY.get(name)
     if cls is None:
         raise CodecError(f"unknown codec {name!r}; known: {', '.join(sorted(_REGISTRY))}")
@@ -251,11 +276,14 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def get_codec(spec: str | dict[str, Any] | "Codec", **overrides: Any) -> "Codec":
-    """A codec from a spec string (``"noisecal:step=2"``), a config dict, or a codec."""
+    """A codec from a spec string (``"noisecal:step=2"``), a config dict, or a codec.
+
+    A config's ``id`` (or a spec's name) may be the bare id or numcodecs' ``rawgate.<id>``.
+    """
     if isinstance(spec, Codec):
         return dataclasses.replace(spec, **overrides) if overrides else spec
     if isinstance(spec, dict):
-        cid = str(spec.get("id", "")).removeprefix("rawgate.")
+        cid = bare_id(spec.get("id", ""))
         cls = _REGISTRY.get(cid)
         if cls is None:
             raise CodecError(f"unknown codec {cid!r}; known: {', '.join(sorted(_REGISTRY))}")
@@ -289,43 +317,53 @@ def search_for_ratio(
 ) -> tuple[float, bytes]:
     """Find the setting whose compression ratio is closest to ``target`` from above.
 
-    "JPEG 10:1" means: the highest quality whose ratio is still ≥ 10. Bisection over the
-    setting, assuming size is monotonic in it. When even the lowest quality cannot reach the
-    ratio, that lowest quality is returned (and the caller reports the ratio achieved).
+    "JPEG 10:1" means: the highest quality whose ratio is still ≥ 10. The lowest-quality end of
+    ``[lo, hi]`` is tried first: when even it cannot reach the ratio, it is returned (the caller
+    compares the ratio achieved with the target and reports the shortfall). Otherwise bisection
+    over the setting, assuming size is monotonic in it, between a setting that reaches the
+    target and one that does not.
+
+    Parameters
+    ----------
+    encode_at
+        Encodes the array at a setting, returning the payload.
+    nbytes
+        Size of the raw array [bytes].
+    target
+        Compression ratio wanted (raw size / payload size, dimensionless, > 1).
+    lo, hi
+        The setting's range (codec units: quality, distance, max_error [ADU], …).
+    integer
+        The setting takes integer values only (searched exactly, to adjacent integers).
+    quality_increases_size
+        True when a larger setting means higher quality (JPEG quality), False when it means
+        lower quality (JPEG-XL distance, LERC max_error).
+    iterations
+        Bisection steps for a real-valued setting.
 
     Returns
     -------
     (setting, encoded bytes)
     """
-    best: tuple[float, bytes] | None = None
-    fallback: tuple[float, bytes, float] | None = None  # highest ratio seen
-    a, b = lo, hi
-    for _ in range(iterations):
-        mid = (a + b) / 2
-        if integer:
-            mid = float(round(mid))
-        data = encode_at(mid)
-        ratio = nbytes / max(len(data), 1)
-        if fallback is None or ratio > fallback[2]:
-            fallback = (mid, data, ratio)
-        ok = ratio >= target
-        if ok and (best is None or (mid > best[0]) == quality_increases_size):
-            best = (mid, data)
-        # move toward higher quality when the target is met, else toward lower quality
-        if ok == quality_increases_size:
-            a = mid
-        else:
-            b = mid
-        if integer and b - a <= 1:
-            break
+    memo: dict[float, bytes] = {}
+
+    def reaches(setting: float) -> bool:
+        if setting not in memo:
+            memo[setting] = encode_at(setting)
+        return nbytes / max(len(memo[setting]), 1) >= target
+
+    lowest, highest = (float(lo), float(hi)) if quality_increases_size else (float(hi), float(lo))
+    if not reaches(lowest):
+        return lowest, memo[lowest]
+    good, bad = lowest, highest  # `good` reaches the target; `bad` does not (or is untried)
     if integer:
-        for cand in (a, b):
-            data = encode_at(float(cand))
-            if nbytes / max(len(data), 1) >= target and (
-                best is None or (cand > best[0]) == quality_increases_size
-            ):
-                best = (float(cand), data)
-    if best is not None:
-        return best
-    assert fallback is not None
-    return fallback[0], fallback[1]
+        while abs(bad - good) > 1:
+            mid = float(np.floor((good + bad) / 2))  # strictly between two integers ≥ 2 apart
+            good, bad = (mid, bad) if reaches(mid) else (good, mid)
+        if bad not in memo and reaches(bad):  # the highest quality itself, never tried yet
+            good = bad
+    else:
+        for _ in range(iterations):
+            mid = (good + bad) / 2
+            good, bad = (mid, bad) if reaches(mid) else (good, mid)
+    return good, memo[good]

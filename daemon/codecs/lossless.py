@@ -9,6 +9,9 @@ they are lossy and reported as such (:attr:`Codec.lossless`).
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
@@ -17,12 +20,11 @@ import numpy as np
 
 from .base import Codec, CodecError, register_codec, search_for_ratio
 
-__all__ = ["Zstd", "Blosc2", "Deflate", "JpegXL", "JpegLS", "Lerc", "planes_of", "n_workers"]
+__all__ = ["Zstd", "Blosc2", "Deflate", "JpegXL", "JpegLS", "Lerc", "RatioNotReachedWarning",
+           "planes_of", "n_workers"]
 
 
 def n_workers() -> int:
-    import os
-
     return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
 
 
@@ -143,6 +145,30 @@ class Deflate(_ByteCodec):
 
 
 # ---------------------------------------------------------------------- image codecs
+class RatioNotReachedWarning(UserWarning):
+    """A ``ratio=`` target was out of reach: the array was coded at the lowest quality."""
+
+
+def _warn_ratio_not_reached(codec_id: str, target: float, achieved: float, setting: float) -> None:
+    """Say that ``ratio=target`` could not be reached (ratios are raw size / payload size)."""
+    warnings.warn(
+        f"{codec_id}: ratio {target:g} is out of reach on this array; coded at the lowest "
+        f"quality (setting {setting:g}), ratio {achieved:.4g} (recorded in the stream header as "
+        f"achieved_ratio, ratio_reached=false)",
+        RatioNotReachedWarning,
+        stacklevel=_stacklevel_outside_package(),
+    )
+
+
+def _stacklevel_outside_package() -> int:
+    """``warnings.warn``'s stacklevel that names the first caller outside this package."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 2, sys._getframe(2)  # 1: the function calling warn; 2: its caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
+        level, frame = level + 1, frame.f_back
+    return level
+
+
 @dataclasses.dataclass(frozen=True)
 class _PlaneCodec(Codec):
     """Codes each ``(H, W)`` plane on its own; planes in parallel threads."""
@@ -197,8 +223,12 @@ class _PlaneCodec(Codec):
             setting, _ = search_for_ratio(joined, a.nbytes, target, lo, hi, integer=integer,
                                           quality_increases_size=inc)
             sections = cache[setting]
+            achieved = a.nbytes / max(1, sum(len(s) for s in sections))
             extra["setting"] = setting
-            extra["achieved_ratio"] = a.nbytes / max(1, sum(len(s) for s in sections))
+            extra["achieved_ratio"] = achieved
+            extra["ratio_reached"] = achieved >= target
+            if achieved < target:
+                _warn_ratio_not_reached(self.codec_id, target, achieved, setting)
         return extra, sections
 
     def _decode(self, header, sections, dtype, shape):

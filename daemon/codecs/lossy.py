@@ -4,7 +4,9 @@
   "saves as 8-bit"); two mappings: ImageJ's (``range=auto``: the data's min–max, ImageJ's
   ``TypeConverter``: ``v8 = min(255, int((x − min)·256/(max − min + 1) + 0.5))``) and a fixed one
   (``range=fixed``: ``low``–``high``, default the full range of ``bits``; 16 bits ⇒ ``x >> 8``).
-  Decoding maps each 8-bit value back to the middle of its input bin.
+  Decoding maps each 8-bit value back to the middle of its input bin: of the integers in
+  ``[low, high]`` that the mapping sends to that code (:func:`eightbit_decode_table`). The stream
+  records the mapping, ``low``, ``high`` and ``bits`` used, and decoding reads them from there.
 * ``jpeg`` — baseline JPEG (libjpeg-turbo); uint8 as 8-bit, uint16 as 12-bit JPEG (values above
   4095 are first mapped linearly from the data's min–max onto 0–4095, recorded in the stream).
 * ``jpeg2k`` — JPEG 2000 lossy (OpenJPEG), ``quality`` 1–100 (imagecodecs' level).
@@ -20,15 +22,19 @@ the stream header.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import imagecodecs
 import numpy as np
 
+from ._stream import CorruptStreamError
 from .base import Codec, CodecError, register_codec
 from .lossless import _PlaneCodec
 
-__all__ = ["EightBit", "Jpeg", "Jpeg2000", "JpegXR", "imagej_to_8bit", "fixed_to_8bit"]
+__all__ = ["EightBit", "Jpeg", "Jpeg2000", "JpegXR", "imagej_to_8bit", "fixed_to_8bit",
+           "eightbit_decode_table"]
 
 
 def imagej_to_8bit(x: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -43,6 +49,76 @@ def fixed_to_8bit(x: np.ndarray, low: float, high: float) -> np.ndarray:
     scale = 256.0 / (high - low + 1.0)
     v = np.floor((x.astype(np.float64) - low) * scale)
     return v.clip(0, 255).astype(np.uint8)
+
+
+#: the 16 → 8-bit mapping of each ``range=`` setting
+EIGHTBIT_MAPPINGS: dict[str, Callable[[np.ndarray, float, float], np.ndarray]] = {
+    "auto": imagej_to_8bit,
+    "fixed": fixed_to_8bit,
+}
+
+
+def eightbit_decode_table(mapping: str, low: float, high: float, dtype: np.dtype) -> np.ndarray:
+    """The value each 8-bit code decodes to [ADU]: the middle of the code's input bin.
+
+    The bin of a code is the set of integers in ``[low, high]`` (and in ``dtype``'s range) that the
+    mapping sends to it, so the |error| of an in-range value is at most half its bin's width
+    (ImageJ's rounding makes the top bin up to 1.5 bins wide, and the bottom one half a bin).
+    A bin of an even number of integers has two middles; they alternate between even codes
+    (lower) and odd codes (upper), so the decoded values carry no systematic ½ ADU bias. A code
+    that no in-range integer maps to decodes to its nominal bin centre, clipped to
+    ``[low, high]``.
+
+    Parameters
+    ----------
+    mapping
+        ``"auto"`` (ImageJ's rounding, :func:`imagej_to_8bit`) or ``"fixed"`` (truncation,
+        :func:`fixed_to_8bit`).
+    low, high
+        The range mapped onto the 256 codes [ADU], ``high ≥ low``.
+    dtype
+        The integer dtype decoded to.
+
+    Returns
+    -------
+    ndarray of ``dtype``, shape (256,)
+    """
+    conv = EIGHTBIT_MAPPINGS[mapping]
+    info = np.iinfo(dtype)
+    codes = np.arange(256)
+    scale = 256.0 / (high - low + 1.0)
+    centre = 0.0 if mapping == "auto" else 0.5  # ImageJ rounds; the fixed map truncates
+    table = np.clip(low + (codes + centre) / scale, low, high)
+    first, last = max(math.ceil(low), int(info.min)), min(math.floor(high), int(info.max))
+    if last >= first:
+        values = np.arange(first, last + 1, dtype=np.float64)
+        mapped = conv(values, low, high)  # non-decreasing in the value
+        starts = np.searchsorted(mapped, codes, side="left")
+        ends = np.searchsorted(mapped, codes, side="right")
+        used = ends > starts
+        middle = (values[starts[used]] + values[ends[used] - 1]) / 2
+        table[used] = np.where(codes[used] % 2 == 0, np.floor(middle), np.ceil(middle))
+    return np.clip(np.floor(table + 0.5), info.min, info.max).astype(dtype)
+
+
+def _eightbit_stream_range(header: dict[str, Any]) -> tuple[str, float, float]:
+    """The mapping, low and high [ADU] a stream was written with (read from its header only).
+
+    Streams written before the mapping was recorded beside ``low``/``high`` carry it in their
+    codec configuration.
+    """
+    try:
+        mapping = header.get("range", header["codec"].get("range", "auto"))
+        low, high = float(header["low"]), float(header["high"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CorruptStreamError(f"eightbit: corrupted stream header: {e}") from e
+    if mapping not in EIGHTBIT_MAPPINGS:
+        raise CorruptStreamError(f"eightbit: unknown mapping {mapping!r} in the stream header")
+    if not (math.isfinite(low) and math.isfinite(high)) or high < low or (
+        mapping == "fixed" and high == low
+    ):
+        raise CorruptStreamError(f"eightbit: bad range {low}..{high} in the stream header")
+    return mapping, low, high
 
 
 @register_codec
@@ -68,36 +144,32 @@ class EightBit(Codec):
         if self.bits is not None and not 1 <= self.bits <= 16:
             raise CodecError(f"eightbit: bits must be in 1..16, got {self.bits}")
 
-    def _limits(self, a: np.ndarray) -> tuple[float, float]:
+    def _limits(self, a: np.ndarray) -> tuple[float, float, int | None]:
+        """(low, high) [ADU] mapped onto 0–255, and the bit depth used (fixed range only)."""
         if self.range == "auto":
-            return float(a.min()), float(a.max())
+            return float(a.min()), float(a.max()), None
         bits = self.bits or a.dtype.itemsize * 8
         low = 0.0 if self.low is None else float(self.low)
         high = float(2**bits - 1) if self.high is None else float(self.high)
         if high <= low:
             raise CodecError(f"eightbit: high ({high}) must exceed low ({low})")
-        return low, high
+        return low, high, bits
 
     def _encode(self, a):
-        low, high = self._limits(a)
-        conv = imagej_to_8bit if self.range == "auto" else fixed_to_8bit
-        return {"low": low, "high": high}, [conv(a, low, high).tobytes()]
+        low, high, bits = self._limits(a)
+        conv = EIGHTBIT_MAPPINGS[self.range]
+        extra = {"range": self.range, "low": low, "high": high, "bits": bits}
+        return extra, [conv(a, low, high).tobytes()]
 
     def _decode(self, header, sections, dtype, shape):
-        low, high = float(header["low"]), float(header["high"])
+        # everything from the stream: a reader with other options decodes it as written
+        mapping, low, high = _eightbit_stream_range(header)
+        if dtype.name not in (self.dtypes or ()):
+            raise CorruptStreamError(f"eightbit: stream header names dtype {dtype}, not uint8/uint16")
         v = np.frombuffer(sections[0], np.uint8)
         if v.size != int(np.prod(shape)):
             raise CodecError(f"eightbit: {v.size} values for shape {shape}")
-        scale = 256.0 / (high - low + 1.0)
-        centre = 0.0 if self.range == "auto" else 0.5  # ImageJ rounds; the fixed map truncates
-        x = low + (v.astype(np.float64) + centre) / scale
-        if self.range == "auto":
-            x = np.minimum(x, high)
-        info = np.iinfo(dtype) if dtype.kind in "ui" else None
-        x = np.floor(x + 0.5) if info else x
-        if info:
-            x = x.clip(info.min, info.max)
-        return x.astype(dtype).reshape(shape)
+        return eightbit_decode_table(mapping, low, high, dtype)[v].reshape(shape)
 
 
 @register_codec
