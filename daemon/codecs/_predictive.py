@@ -58,13 +58,24 @@ _OFFS = np.array([(0, -1), (-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0),
 #: rows of the ring buffer: the deepest neighbour row + the current one
 RING = int(1 - _OFFS[:, 0].min())
 N_W = len(_OFFS)
+#: columns of padding on each side of a ring row (edge values repeated): no clamping per pixel
+PAD = int(np.abs(_OFFS[:, 1]).max())
+_COLS = _OFFS[:, 1] + PAD
 
 
 @njit(inline="always", cache=True)
-def _nb(zr, rl, c, W, i):
-    # neighbour i of tile-local (rl, c) from the 3-row ring buffer, columns clamped
-    cc = min(max(c + _OFFS[i, 1], 0), W - 1)
-    return zr[(rl + _OFFS[i, 0]) % RING, cc]
+def _ring_rows(rl, nrow, W):
+    # flat offset in the ring buffer of each neighbour of tile-local row ``rl`` (column 0)
+    for i in range(N_W):
+        nrow[i] = ((rl + RING + _OFFS[i, 0]) % RING) * (W + 2 * PAD) + _COLS[i]
+
+
+@njit(inline="always", cache=True)
+def _pad_row(z0, W):
+    # repeat the edge values into the padding (what clamped column indices would read)
+    for q in range(PAD):
+        z0[q] = z0[PAD]
+        z0[PAD + W + q] = z0[PAD + W - 1]
 
 
 @njit(inline="always", cache=True)
@@ -79,24 +90,25 @@ def _act_bin(a, b, d, e):
 
 
 @njit(inline="always", cache=True)
-def _predict(zr, rl, c, W, w):
-    """(prediction z, context) for tile-local pixel (rl, c)."""
+def _predict(zr, nrow, rl, c, w):
+    """(prediction z, context) for tile-local pixel (rl, c); ring columns are offset by PAD."""
     if rl < RING - 1 or c == 0:
         if c > 0:
-            return zr[rl % RING, c - 1], BORDER_CTX
+            return zr[rl % RING, PAD + c - 1], BORDER_CTX
         if rl > 0:
-            return zr[(rl - 1) % RING, c], BORDER_CTX
+            return zr[(rl - 1) % RING, PAD + c], BORDER_CTX
         return np.int64(0), BORDER_CTX
-    a = _nb(zr, rl, c, W, 0)
-    b = _nb(zr, rl, c, W, 1)
-    d = _nb(zr, rl, c, W, 2)
-    e = _nb(zr, rl, c, W, 3)
+    zf = zr.reshape(-1)  # flat view: one add per neighbour (nrow holds flat row offsets)
+    a = zf[nrow[0] + c]
+    b = zf[nrow[1] + c]
+    d = zf[nrow[2] + c]
+    e = zf[nrow[3] + c]
     ab = _act_bin(a, b, d, e)
+    wa = w[ab]
     acc = np.int64(0)
     for i in range(N_W):
-        acc += w[ab, i] * _nb(zr, rl, c, W, i)
-    zp = acc >> WBITS
-    return zp, ab * N_FRAC_BINS
+        acc += wa[i] * zf[nrow[i] + c]
+    return acc >> WBITS, ab * N_FRAC_BINS
 
 
 @njit(inline="always", cache=True)
@@ -132,29 +144,41 @@ def _fit_weights(codes, seed, plane0, tiles, tile_rows):
         A = np.zeros((N_ACT_BINS + 1, N_W - 1, N_W - 1))
         bvec = np.zeros((N_ACT_BINS + 1, N_W - 1))
         cnt = np.zeros(N_ACT_BINS + 1, np.int64)
-        zr = np.zeros((RING, W), np.int64)
+        zr = np.zeros((RING, W + 2 * PAD), np.int64)
+        nrow = np.zeros(N_W, np.int64)
         x = np.zeros(N_W - 1)
         sc = 1.0 / (1 << FRAC)
         for r in range(r0, r1):
             rl = r - r0
+            z0 = zr[rl % RING]
             for c in range(W):
-                zr[rl % RING, c] = (np.int64(codes[p, r, c]) << FRAC) - _ufx(key, r * W + c)
-            if rl < RING - 1 or rl % 2:
-                continue
-            for c in range(1, W, 2):
-                a = _nb(zr, rl, c, W, 0)
-                y = (zr[rl % RING, c] - a) * sc
+                z0[PAD + c] = (np.int64(codes[p, r, c]) << FRAC) - _ufx(key, r * W + c)
+            _pad_row(z0, W)
+            if rl < RING - 1 or rl % 6:
+                continue  # every 6th row, every 3rd column: ≥ 20 k samples per tile for 21 unknowns
+            _ring_rows(rl, nrow, W)
+            for c in range(1, W, 3):
+                zf = zr.reshape(-1)
+                a = zf[nrow[0] + c]
+                y = (z0[PAD + c] - a) * sc
                 if abs(y) > 8.0:
                     continue  # markers and jumps would dominate a squared loss
-                ab = _act_bin(a, _nb(zr, rl, c, W, 1), _nb(zr, rl, c, W, 2), _nb(zr, rl, c, W, 3))
+                ab = _act_bin(a, zf[nrow[1] + c], zf[nrow[2] + c], zf[nrow[3] + c])
                 for i in range(N_W - 1):
-                    x[i] = (_nb(zr, rl, c, W, i + 1) - a) * sc
-                for k in (ab, N_ACT_BINS):
-                    cnt[k] += 1
-                    for i in range(N_W - 1):
-                        bvec[k, i] += x[i] * y
-                        for j in range(N_W - 1):
-                            A[k, i, j] += x[i] * x[j]
+                    x[i] = (zf[nrow[i + 1] + c] - a) * sc
+                cnt[ab] += 1
+                for i in range(N_W - 1):
+                    bvec[ab, i] += x[i] * y
+                    for j in range(i, N_W - 1):
+                        A[ab, i, j] += x[i] * x[j]
+        for k in range(N_ACT_BINS):  # the pooled fit is the sum of the classes'
+            cnt[N_ACT_BINS] += cnt[k]
+            bvec[N_ACT_BINS] += bvec[k]
+            A[N_ACT_BINS] += A[k]
+        for k in range(N_ACT_BINS + 1):
+            for i in range(N_W - 1):
+                for j in range(i):
+                    A[k, i, j] = A[k, j, i]
         for k in range(N_ACT_BINS + 1):
             for i in range(N_W - 1):
                 A[k, i, i] += 1e-3 + 1e-6 * A[k, i, i]
@@ -180,14 +204,16 @@ def _symbols(codes, seed, plane0, tiles, weights, sym, ctxs, hist, n_esc):
         r1 = tiles[t, 2]
         key = plane_key(seed, plane0 + p)
         w = weights[t]
-        zr = np.zeros((RING, W), np.int64)
+        zr = np.zeros((RING, W + 2 * PAD), np.int64)
+        nrow = np.zeros(N_W, np.int64)
         ne = 0
         for r in range(r0, r1):
             rl = r - r0
             z0 = zr[rl % RING]
+            _ring_rows(rl, nrow, W)
             for c in range(W):
                 u = _ufx(key, r * W + c)
-                zp, ctx = _predict(zr, rl, c, W, w)
+                zp, ctx = _predict(zr, nrow, rl, c, w)
                 kp, sg, ctx = _residual_ctx(zp, ctx, u)
                 k = np.int64(codes[p, r, c])
                 res = (k - kp) * sg
@@ -196,7 +222,10 @@ def _symbols(codes, seed, plane0, tiles, weights, sym, ctxs, hist, n_esc):
                 sym[p, r, c] = s
                 ctxs[p, r, c] = ctx
                 hist[t, ctx, s] += 1
-                z0[c] = (k << FRAC) - u
+                z0[PAD + c] = (k << FRAC) - u
+                if c == 0:
+                    _pad_row(z0, W)  # left padding now; the right padding after the row
+            _pad_row(z0, W)
         n_esc[t] = ne
 
 
@@ -252,14 +281,16 @@ def _rans_decode(out, seed, plane0, tiles, weights, freq, cum, lut, words, word_
         pos += 2
         j = esc_start[t]
         jend = esc_start[t + 1]
-        zr = np.zeros((RING, W), np.int64)
+        zr = np.zeros((RING, W + 2 * PAD), np.int64)
+        nrow = np.zeros(N_W, np.int64)
         bad = 0
         for r in range(r0, r1):
             rl = r - r0
             z0 = zr[rl % RING]
+            _ring_rows(rl, nrow, W)
             for c in range(W):
                 u = _ufx(key, r * W + c)
-                zp, ctx = _predict(zr, rl, c, W, w)
+                zp, ctx = _predict(zr, nrow, rl, c, w)
                 kp, sg, ctx = _residual_ctx(zp, ctx, u)
                 slot = x & np.uint64(PROB_SCALE - 1)
                 s = lut[ctx, slot]
@@ -283,7 +314,10 @@ def _rans_decode(out, seed, plane0, tiles, weights, freq, cum, lut, words, word_
                     bad = 1
                     k = np.int64(0)
                 out[p, r, c] = k
-                z0[c] = (k << FRAC) - u
+                z0[PAD + c] = (k << FRAC) - u
+                if c == 0:
+                    _pad_row(z0, W)
+            _pad_row(z0, W)
             if bad:
                 break
         if bad or j != jend or pos != end or x != np.uint64(RANS_L):
