@@ -127,7 +127,8 @@ def _bad_row(kr, key, bad_r, cols, r, W, marker, kbase, alpha, v0, offset, xmax,
 
 @njit(parallel=True, fastmath=True, cache=True)
 def forward(x, alpha, beta, offset, v0, half_inv_v0, seed, plane0, kbase, marker, sat_adu, xmax,
-            out, nmarked, bad_mask, bad_cols, bad_row_start, residual, pack, packed, nesc):
+            out, nmarked, bad_mask, bad_cols, bad_row_start, residual, pack, packed, nesc,
+            escrows):
     """Stabilise, dither and quantise a stack ``x`` ``(P, H, W)`` into codes ``out``.
 
     * Pixels at or above ``sat_adu`` and codes outside ``[0, marker)`` get ``marker``;
@@ -138,8 +139,8 @@ def forward(x, alpha, beta, offset, v0, half_inv_v0, seed, plane0, kbase, marker
       goes into ``residual[p, j]`` as the difference from :func:`bad_base` (0 for pixels stored
       exactly anyway).
     * ``pack``: also write the ``fast`` entropy stage, :func:`pack_rows`'s format, into
-      ``packed`` ``(P, H, ceil(W/4))`` with escape counts ``nesc[p, r]``, while the row is in
-      cache.
+      ``packed`` ``(P, H, ceil(W/4))`` with escape counts ``nesc[p, r]`` and each row's escaped
+      codes at the start of ``escrows[p, r]``, while the row is in cache.
 
     ``half_inv_v0 = 1/(2·v0)`` with ``v0 = sqrt(alpha·offset + beta)`` (precomputed: one square
     root and one division less per pixel and frame). Fast-math is limited to no-NaN/no-Inf/
@@ -185,25 +186,27 @@ def forward(x, alpha, beta, offset, v0, half_inv_v0, seed, plane0, kbase, marker
                     _bad_row(kr, key, bad_mask[r], cols, r, W, marker, kbase, alpha, v0, offset,
                              xmax, xr, residual[p], j0, True, xr)
                 if pack:
-                    nesc[p, r] = _pack_row(kr, key, r, W, packed[p, r], ubuf, sbuf)
+                    nesc[p, r] = _pack_row(kr, key, r, W, packed[p, r], ubuf, sbuf, escrows[p, r])
 
 
 @njit(inline="always", cache=True)
-def _pack_row(kr, key, r, W, dst, ubuf, sbuf):
+def _pack_row(kr, key, r, W, dst, ubuf, sbuf, escrow):
     # fast stage, one row: symbol per pixel (0: k = k̂, 1: k̂ + 1, 2: k̂ − 1, 3: escape) with
     # k̂ the left neighbour's dither-free value plus this pixel's dither, rounded:
     # k̂ = k_W + floor((ufx − ufx_W + 2^23) / 2^24). Column 0 always escapes.
-    # Three branch-free passes (dither, symbols, packing) so each vectorises.
+    # Branch-free passes: dither, symbols, escaped codes compacted into ``escrow`` (a store per
+    # pixel, kept only where it escapes), packing; all but the compaction vectorise.
     base = np.uint32(r * W)
     for c in range(W):
         ubuf[c] = _ufx(key, base + np.uint32(c))
     sbuf[0] = 3
-    ne = 1
     for c in range(1, W):
         dk = (np.int32(kr[c]) - np.int32(kr[c - 1])) - ((ubuf[c] - ubuf[c - 1] + np.int32(8388608)) >> 24)
-        sym = (dk == 1) * 1 + (dk == -1) * 2 + ((dk > 1) | (dk < -1)) * 3
-        sbuf[c] = sym
-        ne += sym == 3
+        sbuf[c] = (dk == 1) * 1 + (dk == -1) * 2 + ((dk > 1) | (dk < -1)) * 3
+    ne = 0
+    for c in range(W):
+        escrow[ne] = kr[c]
+        ne += sbuf[c] == 3
     for c in range(W, sbuf.size):
         sbuf[c] = 0
     for q in range(dst.size):
@@ -212,7 +215,7 @@ def _pack_row(kr, key, r, W, dst, ubuf, sbuf):
 
 
 @njit(parallel=True, cache=True)
-def pack_codes(codes, seed, plane0, packed, nesc):
+def pack_codes(codes, seed, plane0, packed, nesc, escrows):
     """The ``fast`` stage from a finished code stack (what :func:`forward` does inline)."""
     P, H, W = codes.shape
     for i in prange(P * H):
@@ -221,27 +224,19 @@ def pack_codes(codes, seed, plane0, packed, nesc):
         key = plane_key(seed, plane0 + p)
         ubuf = np.empty(W, np.int32)
         sbuf = np.empty(4 * ((W + 3) // 4), np.int32)
-        nesc[p, r] = _pack_row(codes[p, r], key, r, W, packed[p, r], ubuf, sbuf)
+        nesc[p, r] = _pack_row(codes[p, r], key, r, W, packed[p, r], ubuf, sbuf, escrows[p, r])
 
 
 @njit(parallel=True, cache=True)
-def gather_escapes(codes, packed, esc_start, esc):
-    """Codes of the ``fast`` stage's escape symbols, row by row (encoder side)."""
-    P, H, W = codes.shape
+def gather_escapes(escrows, nesc, esc_start, esc):
+    """Concatenate the escaped codes each row left at the start of its ``escrows`` row."""
+    P, H, W = escrows.shape
     for i in prange(P * H):
         p = i // H
         r = i - p * H
         j = esc_start[i]
-        row = packed[p, r]
-        for q in range(row.size):
-            bq = row[q]
-            if (bq & (bq >> 1) & 0x55) == 0:  # no symbol 3 among these four
-                continue
-            for t in range(4):
-                c = 4 * q + t
-                if c < W and (bq >> (2 * t)) & 3 == 3:
-                    esc[j] = codes[p, r, c]
-                    j += 1
+        for q in range(nesc[p, r]):
+            esc[j + q] = escrows[p, r, q]
 
 
 @njit(parallel=True, cache=True)

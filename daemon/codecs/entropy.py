@@ -81,7 +81,8 @@ STAGES: dict[str, tuple[Callable, Callable]] = {
     ),
 }
 
-def pack2_from_rows(codes: np.ndarray, packed: np.ndarray, nesc: np.ndarray) -> bytes:
+def pack2_from_rows(codes: np.ndarray, packed: np.ndarray, nesc: np.ndarray,
+                    escrows: np.ndarray) -> bytes:
     """Assemble the ``pack2`` payload from rows packed by :func:`._vst_kernels.forward`.
 
     Layout: escape count per row (uint16), the escaped codes (code dtype), the 2-bit symbols
@@ -93,7 +94,7 @@ def pack2_from_rows(codes: np.ndarray, packed: np.ndarray, nesc: np.ndarray) -> 
     counts = nesc.reshape(-1).astype(np.int64)
     esc_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     esc = np.empty(int(esc_start[-1]), codes.dtype)
-    _vst.gather_escapes(codes, packed, esc_start, esc)
+    _vst.gather_escapes(escrows, nesc, esc_start, esc)
     return b"".join([b"RGK2", counts.astype("<u2").tobytes(), esc.tobytes(), packed.tobytes()])
 
 
@@ -101,8 +102,9 @@ def _pack2_encode(codes: np.ndarray, seed: int, tile_rows: int) -> bytes:
     P, H, W = codes.shape
     packed = np.empty((P, H, (W + 3) // 4), np.uint8)
     nesc = np.empty((P, H), np.int32)
-    _vst.pack_codes(codes, np.uint64(seed), 0, packed, nesc)
-    return pack2_from_rows(codes, packed, nesc)
+    escrows = np.empty_like(codes)
+    _vst.pack_codes(codes, np.uint64(seed), 0, packed, nesc, escrows)
+    return pack2_from_rows(codes, packed, nesc, escrows)
 
 
 def _pack2_decode(data, shape, dtype, seed, tile_rows, marker) -> np.ndarray:

@@ -54,7 +54,7 @@ from .models import ModelNotFoundError, find_model, model_sha256, register_model
 __all__ = ["NoiseCal", "PRESETS", "CodecMaps", "VSTParams", "codec_maps", "register_maps", "vst_params"]
 
 #: entropy stage per preset (chosen from bench/bench_codecs.py; see README)
-PRESETS: dict[str, str] = {"small": "predictive", "fast": "lz4-bitshuffle"}
+PRESETS: dict[str, str] = {"small": "predictive", "fast": "pack2"}
 SATURATION_MARGIN = 0.85
 
 
@@ -251,18 +251,33 @@ def vst_params(maps: CodecMaps, step: float, saturation_adu: float | None = None
     return p
 
 
-def _pack_ints(v: np.ndarray) -> bytes:
-    """Integers of the side channel: pcodec (≈ their order-0 entropy; zstd needs ~40 % more)."""
+#: coders of the side sections (exact values, bad-pixel residuals): pcodec reaches about their
+#: order-0 entropy (zstd needs ≈ 40 % more) but costs ≈ 2 ms per 2048² frame, a third of the
+#: fast preset's budget, so the fast preset takes zstd level 1
+SIDE_CODERS = ("pcodec", "zstd")
+
+
+def _pack_ints(v: np.ndarray, coder: str) -> bytes:
+    """Integers of a side section."""
     flat = np.ascontiguousarray(v).reshape(-1)
-    return bytes(imagecodecs.pcodec_encode(flat)) if flat.size else b""
+    if flat.size == 0:
+        return b""
+    if coder == "pcodec":
+        return bytes(imagecodecs.pcodec_encode(flat))
+    return bytes(imagecodecs.zstd_encode(flat.tobytes(), level=1))
 
 
-def _unpack_ints(b: memoryview, dtype: np.dtype, n: int) -> np.ndarray:
+def _unpack_ints(b: memoryview, dtype: np.dtype, n: int, coder: str) -> np.ndarray:
     if n == 0:
         if len(b):
             raise CodecError("noisecal: side section present where the header says none")
         return np.empty(0, dtype)
-    v = np.asarray(imagecodecs.pcodec_decode(b, shape=(n,), dtype=dtype))
+    if coder == "pcodec":
+        v = np.asarray(imagecodecs.pcodec_decode(b, shape=(n,), dtype=dtype))
+    elif coder == "zstd":
+        v = np.frombuffer(imagecodecs.zstd_decode(b), dtype)
+    else:
+        raise CodecError(f"noisecal: unknown side coder {coder!r}")
     if v.size != n:
         raise CodecError("noisecal: side section has the wrong length")
     return v
@@ -376,15 +391,19 @@ class NoiseCal(Codec):
         fused = self.stage == "pack2"  # the fast stage is written by the forward kernel itself
         packed = np.empty((P, H, (W + 3) // 4) if fused else (1, 1, 1), np.uint8)
         nesc = np.empty((P, H) if fused else (1, 1), np.int32)
+        escrows = np.empty((P, H, W) if fused else (1, 1, 1), prm.code_dtype)
         K.forward(x, prm.alpha, prm.beta, prm.offset, prm.v0, prm.half_inv_v0, np.uint64(seed), 0,
                   prm.kbase, prm.marker, np.float32(prm.saturation_adu), xmax, codes, nmarked,
-                  maps.bad_mask, maps.bad_cols, maps.bad_row_start, residual, fused, packed, nesc)
+                  maps.bad_mask, maps.bad_cols, maps.bad_row_start, residual, fused, packed, nesc,
+                  escrows)
         n_marked = int(nmarked.sum())
         exact = K.gather_marked(x, codes, prm.marker, nmarked, n_marked)
-        payload = (pack2_from_rows(codes, packed, nesc) if fused
+        payload = (pack2_from_rows(codes, packed, nesc, escrows) if fused
                    else encode_codes(codes, self.stage, self.tile_rows, seed))
+        side = "zstd" if fused else "pcodec"
         extra = {
             "model_sha256": maps.model_sha256,
+            "side_codec": side,
             "seed": seed,
             "kbase": prm.kbase,
             "code_dtype": prm.code_dtype.str,
@@ -396,7 +415,8 @@ class NoiseCal(Codec):
             "n_residual": int(residual.size),
         }
         return extra, [maps.to_bytes() if self.embed_model else b"", payload,
-                       _pack_ints(exact.astype(a.dtype, copy=False)), _pack_ints(residual)]
+                       _pack_ints(exact.astype(a.dtype, copy=False), side),
+                       _pack_ints(residual, side)]
 
     # ------------------------------------------------------------------ decode
     def _resolve_maps(self, header: dict, section: memoryview) -> CodecMaps:
@@ -450,8 +470,9 @@ class NoiseCal(Codec):
         if not 0 < xmax <= np.iinfo(dtype).max:
             raise CodecError(f"noisecal: header xmax {xmax} outside the range of {dtype}")
         K.inverse(codes, prm.alpha, prm.v0, prm.offset, seed, 0, float(prm.kbase), xmax, out)
-        exact = _unpack_ints(sections[2], dtype, int(header["n_exact"]))
-        residual = _unpack_ints(sections[3], np.dtype(np.int32), int(header["n_residual"]))
+        side = header.get("side_codec", "pcodec")
+        exact = _unpack_ints(sections[2], dtype, int(header["n_exact"]), side)
+        residual = _unpack_ints(sections[3], np.dtype(np.int32), int(header["n_residual"]), side)
         if residual.size != n * maps.bad_flat.size:
             raise CodecError("noisecal: bad-pixel residual count disagrees with the model")
         if K.scatter_marked(out, codes, header["marker"], exact) != exact.size:
