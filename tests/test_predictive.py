@@ -125,3 +125,22 @@ def test_pack2_payload_damage_is_refused():
     arr[6] -= 1
     with pytest.raises(EntropyError):
         decode_codes(bytes(arr), "pack2", codes.shape, np.dtype(np.uint8), 16, 6, 255)
+
+
+def test_implied_codes_cost_nothing_and_round_trip():
+    """Pixels whose code is their left neighbour's (noisecal's bad pixels) are left out."""
+    rng = np.random.default_rng(9)
+    codes = _dithered_codes((2, 64, 80), seed=7)
+    skip = (rng.random((64, 80)) < 0.2).astype(np.uint8)
+    skip[:, 0] = 0
+    for r, c in zip(*np.nonzero(skip)):  # the encoder's fill rule, left to right
+        codes[:, r, c] = codes[:, r, c - 1]
+    with_skip = PR.encode(codes, 7, 16, skip)
+    np.testing.assert_array_equal(PR.decode(with_skip, codes.shape, np.dtype(np.uint8), 7, 16, 255, skip), codes)
+    assert len(with_skip) < 0.9 * len(PR.encode(codes, 7, 16))
+    bad = skip.copy()
+    bad[3, 0] = 1
+    with pytest.raises(PR.PredictiveError):
+        PR.encode(codes, 7, 16, bad)  # column 0 has no left neighbour
+    with pytest.raises(PR.PredictiveError):
+        PR.decode(with_skip, codes.shape, np.dtype(np.uint8), 7, 16, 255, skip[:, :-1])

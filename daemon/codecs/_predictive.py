@@ -37,6 +37,7 @@ RANS_L = 1 << 16
 MAX_RES = 15  # residuals in [−15, 15] are symbols; larger ones escape
 NSYM = 2 * MAX_RES + 2
 ESC = NSYM - 1
+SKIP = 255  # marks a pixel with an implied code (no symbol)
 N_FRAC_BINS = 4
 ACT_EDGES = (1 << (FRAC - 1), 1 << FRAC, 2 << FRAC, 4 << FRAC)  # ¾… in code units: ½, 1, 2, 4
 N_ACT_BINS = len(ACT_EDGES) + 1
@@ -195,8 +196,11 @@ def _solve_weights(A: np.ndarray, b: np.ndarray, cnt: np.ndarray) -> np.ndarray:
 
 
 @njit(parallel=True, cache=True)
-def _symbols(codes, seed, plane0, tiles, weights, sym, ctxs, hist, n_esc):
-    """Pass 1 (encoder): each pixel's symbol and context; per-tile histograms and escapes."""
+def _symbols(codes, seed, plane0, tiles, weights, skip, sym, ctxs, hist, n_esc):
+    """Pass 1 (encoder): each pixel's symbol and context; per-tile histograms and escapes.
+
+    Pixels with ``skip[r, c]`` (implied codes: equal to their left neighbour's) get no symbol.
+    """
     P, H, W = codes.shape
     for t in prange(len(tiles)):
         p = tiles[t, 0]
@@ -213,9 +217,13 @@ def _symbols(codes, seed, plane0, tiles, weights, sym, ctxs, hist, n_esc):
             _ring_rows(rl, nrow, W)
             for c in range(W):
                 u = _ufx(key, r * W + c)
+                k = np.int64(codes[p, r, c])
+                if skip[r, c]:
+                    sym[p, r, c] = SKIP
+                    z0[PAD + c] = (k << FRAC) - u
+                    continue
                 zp, ctx = _predict(zr, nrow, rl, c, w)
                 kp, sg, ctx = _residual_ctx(zp, ctx, u)
-                k = np.int64(codes[p, r, c])
                 res = (k - kp) * sg
                 s = res + MAX_RES if -MAX_RES <= res <= MAX_RES else ESC
                 ne += s == ESC
@@ -244,6 +252,8 @@ def _rans_encode(codes, tiles, sym, ctxs, freq, cum, words, n_words, esc, esc_st
         for r in range(r1 - 1, r0 - 1, -1):
             for c in range(W - 1, -1, -1):
                 s = sym[p, r, c]
+                if s == SKIP:
+                    continue
                 ctx = ctxs[p, r, c]
                 if s == ESC:
                     j -= 1
@@ -263,7 +273,7 @@ def _rans_encode(codes, tiles, sym, ctxs, freq, cum, words, n_words, esc, esc_st
 
 
 @njit(parallel=True, cache=True)
-def _rans_decode(out, seed, plane0, tiles, weights, freq, cum, lut, words, word_start, esc,
+def _rans_decode(out, seed, plane0, tiles, weights, skip, freq, cum, lut, words, word_start, esc,
                  esc_start, marker, status):
     P, H, W = out.shape
     for t in prange(len(tiles)):
@@ -290,6 +300,11 @@ def _rans_decode(out, seed, plane0, tiles, weights, freq, cum, lut, words, word_
             _ring_rows(rl, nrow, W)
             for c in range(W):
                 u = _ufx(key, r * W + c)
+                if skip[r, c]:
+                    k = np.int64(out[p, r, c - 1])
+                    out[p, r, c] = k
+                    z0[PAD + c] = (k << FRAC) - u
+                    continue
                 zp, ctx = _predict(zr, nrow, rl, c, w)
                 kp, sg, ctx = _residual_ctx(zp, ctx, u)
                 slot = x & np.uint64(PROB_SCALE - 1)
@@ -364,9 +379,23 @@ def _tables(freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cum, lut
 
 
-def encode(codes: np.ndarray, seed: int, tile_rows: int) -> bytes:
-    """Code a ``(P, H, W)`` uint8/uint16 code stack whose dither comes from ``seed``."""
+def _skip_mask(skip: np.ndarray | None, H: int, W: int) -> np.ndarray:
+    if skip is None:
+        return np.zeros((H, W), np.uint8)
+    skip = np.ascontiguousarray(skip, np.uint8)
+    if skip.shape != (H, W) or (W and skip[:, 0].any()):
+        raise PredictiveError(f"skip mask must be ({H}, {W}) and spare column 0")
+    return skip
+
+
+def encode(codes: np.ndarray, seed: int, tile_rows: int, skip: np.ndarray | None = None) -> bytes:
+    """Code a ``(P, H, W)`` uint8/uint16 code stack whose dither comes from ``seed``.
+
+    ``skip`` ``(H, W)``: pixels whose code is their left neighbour's by construction (noisecal's
+    bad pixels past column 0); they cost nothing. The decoder must be given the same mask.
+    """
     P, H, W = codes.shape
+    skip = _skip_mask(skip, H, W)
     tiles = _tiles(P, H, tile_rows)
     nt = len(tiles)
     s64 = np.uint64(seed)
@@ -379,7 +408,7 @@ def encode(codes: np.ndarray, seed: int, tile_rows: int) -> bytes:
     ctxs = np.empty(codes.shape, np.uint8)
     hist = np.zeros((nt, N_CTX, NSYM), np.int64)
     n_esc = np.zeros(nt, np.int64)
-    _symbols(codes, s64, 0, tiles, weights, sym, ctxs, hist, n_esc)
+    _symbols(codes, s64, 0, tiles, weights, skip, sym, ctxs, hist, n_esc)
     freq = _normalise(hist.sum(axis=0))
     cum, _ = _tables(freq)
     esc_start = np.concatenate([[0], np.cumsum(n_esc)]).astype(np.int64)
@@ -397,9 +426,10 @@ def encode(codes: np.ndarray, seed: int, tile_rows: int) -> bytes:
 
 
 def decode(data: bytes | memoryview, shape: tuple[int, int, int], dtype: np.dtype, seed: int,
-           tile_rows: int, marker: int) -> np.ndarray:
+           tile_rows: int, marker: int, skip: np.ndarray | None = None) -> np.ndarray:
     """Inverse of :func:`encode`; raises :class:`PredictiveError` on anything inconsistent."""
     P, H, W = shape
+    skip = _skip_mask(skip, H, W)
     tiles = _tiles(P, H, tile_rows)
     nt = len(tiles)
     buf = memoryview(data).cast("B")
@@ -445,7 +475,7 @@ def decode(data: bytes | memoryview, shape: tuple[int, int, int], dtype: np.dtyp
     cum, lut = _tables(freq)
     out = np.empty(shape, dtype)
     status = np.zeros(nt, np.int64)
-    _rans_decode(out, np.uint64(seed), 0, tiles, weights, freq, cum, lut, words,
+    _rans_decode(out, np.uint64(seed), 0, tiles, weights, skip, freq, cum, lut, words,
                  np.concatenate([[0], np.cumsum(n_words)]).astype(np.int64), esc,
                  np.concatenate([[0], np.cumsum(n_esc)]).astype(np.int64), int(marker), status)
     if status.any():

@@ -134,8 +134,7 @@ def forward(x, alpha, beta, offset, v0, half_inv_v0, seed, plane0, kbase, marker
     * Pixels at or above ``sat_adu`` and codes outside ``[0, marker)`` get ``marker``;
       ``nmarked[p, r]`` counts them per row.
     * The model's bad pixels (``bad_mask``; columns ``bad_cols``, numbered in raster order from
-      ``bad_row_start[r]``)
-      repeat their left neighbour's code (no spike for the entropy stage) and their exact value
+      ``bad_row_start[r]``) past column 0 repeat their left neighbour's code (no spike for the entropy stage) and their exact value
       goes into ``residual[p, j]`` as the difference from :func:`bad_base` (0 for pixels stored
       exactly anyway).
     * ``pack``: also write the ``fast`` entropy stage, :func:`pack_rows`'s format, into
@@ -180,9 +179,16 @@ def forward(x, alpha, beta, offset, v0, half_inv_v0, seed, plane0, kbase, marker
                 j1 = bad_row_start[r + 1]
                 if j0 != j1:
                     cols = bad_cols[j0:j1]
+                    # A bad pixel's code carries nothing (its exact value travels as a residual,
+                    # or in the exact list if the code is the marker), so past column 0 it is its
+                    # left neighbour's code: no spike for a predictor, and a code the decoder
+                    # knows without being told (the predictive stage skips it).
                     for c in cols:
-                        if c > 0 and kr[c] != marker and kr[c - 1] != marker:
+                        if c > 0:
+                            was = kr[c] == marker
                             kr[c] = kr[c - 1]
+                            cnt += (kr[c] == marker) - was
+                    nmarked[p, r] = cnt
                     _bad_row(kr, key, bad_mask[r], cols, r, W, marker, kbase, alpha, v0, offset,
                              xmax, xr, residual[p], j0, True, xr)
                 if pack:

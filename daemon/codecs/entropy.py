@@ -98,7 +98,7 @@ def pack2_from_rows(codes: np.ndarray, packed: np.ndarray, nesc: np.ndarray,
     return b"".join([b"RGK2", counts.astype("<u2").tobytes(), esc.tobytes(), packed.tobytes()])
 
 
-def _pack2_encode(codes: np.ndarray, seed: int, tile_rows: int) -> bytes:
+def _pack2_encode(codes: np.ndarray, seed: int, tile_rows: int, skip=None) -> bytes:
     P, H, W = codes.shape
     packed = np.empty((P, H, (W + 3) // 4), np.uint8)
     nesc = np.empty((P, H), np.int32)
@@ -107,7 +107,7 @@ def _pack2_encode(codes: np.ndarray, seed: int, tile_rows: int) -> bytes:
     return pack2_from_rows(codes, packed, nesc, escrows)
 
 
-def _pack2_decode(data, shape, dtype, seed, tile_rows, marker) -> np.ndarray:
+def _pack2_decode(data, shape, dtype, seed, tile_rows, marker, skip=None) -> np.ndarray:
     P, H, W = shape
     buf = memoryview(data).cast("B")
     n_rows, n_bytes = P * H, P * H * ((W + 3) // 4)
@@ -193,19 +193,25 @@ def decode_tiles(data: memoryview, stage: str, shape: tuple[int, int, int], dtyp
     return out
 
 
-def encode_codes(codes: np.ndarray, stage: str, tile_rows: int, seed: int) -> bytes:
-    """Code a ``(P, H, W)`` code stack with any stage (``seed``: the codes' dither seed)."""
+def encode_codes(codes: np.ndarray, stage: str, tile_rows: int, seed: int,
+                 skip: np.ndarray | None = None) -> bytes:
+    """Code a ``(P, H, W)`` code stack with any stage.
+
+    ``seed``: the codes' dither seed; ``skip`` ``(H, W)``: pixels whose code is their left
+    neighbour's by construction, which a stage may leave out (``predictive`` does).
+    """
     if stage in DITHER_STAGES:
-        return DITHER_STAGES[stage][0](codes, seed, tile_rows)
+        return DITHER_STAGES[stage][0](codes, seed, tile_rows, skip)
     return encode_tiles(codes, stage, tile_rows)
 
 
 def decode_codes(data: memoryview, stage: str, shape: tuple[int, int, int], dtype: np.dtype,
-                 tile_rows: int, seed: int, marker: int) -> np.ndarray:
-    """Inverse of :func:`encode_codes`; codes above ``marker`` are refused as corrupt."""
+                 tile_rows: int, seed: int, marker: int,
+                 skip: np.ndarray | None = None) -> np.ndarray:
+    """Inverse of :func:`encode_codes` (same ``skip``); codes above ``marker`` are refused."""
     if stage in DITHER_STAGES:
         try:
-            return DITHER_STAGES[stage][1](data, shape, dtype, seed, tile_rows, marker)
+            return DITHER_STAGES[stage][1](data, shape, dtype, seed, tile_rows, marker, skip)
         except _predictive.PredictiveError as e:
             raise EntropyError(f"{stage}: {e}") from e
     return decode_tiles(data, stage, shape, dtype, tile_rows)

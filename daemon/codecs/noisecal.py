@@ -119,6 +119,13 @@ class CodecMaps:
         return m.reshape(self.shape)
 
     @functools.cached_property
+    def implied_codes(self) -> np.ndarray:
+        """Pixels whose code is their left neighbour's by construction: bad pixels past column 0."""
+        m = self.bad_mask.copy()
+        m[:, 0] = 0
+        return m
+
+    @functools.cached_property
     def bad_cols(self) -> np.ndarray:
         """Column of each bad pixel, in raster order (int64)."""
         return (self.bad_flat % self.shape[1]).astype(np.int64)
@@ -399,7 +406,7 @@ class NoiseCal(Codec):
         n_marked = int(nmarked.sum())
         exact = K.gather_marked(x, codes, prm.marker, nmarked, n_marked)
         payload = (pack2_from_rows(codes, packed, nesc, escrows) if fused
-                   else encode_codes(codes, self.stage, self.tile_rows, seed))
+                   else encode_codes(codes, self.stage, self.tile_rows, seed, maps.implied_codes))
         side = "zstd" if fused else "pcodec"
         extra = {
             "model_sha256": maps.model_sha256,
@@ -463,7 +470,7 @@ class NoiseCal(Codec):
         cdt = np.dtype(header["code_dtype"])
         codes = decode_codes(sections[1], header["stage"], (n, H, W), cdt,
                              int(header["codec"]["tile_rows"]), int(header["seed"]),
-                             int(header["marker"]))
+                             int(header["marker"]), maps.implied_codes)
         out = np.empty((n, H, W), dtype)
         seed = np.uint64(int(header["seed"]))
         xmax = float(header["xmax"])
