@@ -1,8 +1,9 @@
 """Fused per-pixel kernels of the noise-calibrated codec (numba).
 
 Why hand-written: the forward path (affine map to electrons, generalised Anscombe square root,
-dither, quantisation, narrowing cast, exception marking) and the inverse (dither removal, inverse
-transform, curvature correction, rounding, clipping) are each ~10 elementwise steps. numpy makes
+dither, quantisation, narrowing cast, exception marking, bad-pixel codes and residuals, and for
+the ``fast`` preset the packed symbols) and the inverse (dither removal, unbiased inverse
+transform, rounding, clipping) are each ~10 elementwise steps. numpy makes
 one pass over the frame per step with float temporaries; one fused pass is 5–10× faster, and
 blocking rows × planes keeps the per-pixel parameters in cache for a whole stack. No library
 offers a per-pixel variance-stabilising quantiser with subtractive dither.
@@ -17,7 +18,10 @@ Conventions (per pixel; ``w`` is the stabilised value in units of the quantisati
 * code ``k = floor(w + u + ½) − kbase``; the decoder's estimate is ``ŵ = k + kbase − u``, whose
   error is uniform on [−½, ½) and independent of the signal;
 * code ``marker`` (the largest value of the code dtype) flags a pixel stored exactly instead
-  (saturated, or outside the code range).
+  (saturated, or outside the code range);
+* float arithmetic whose result the decoder must reproduce to the bit (bad-pixel bases, the
+  inverse) is strict IEEE (no fast-math); the forward quantiser may use fast-math because only
+  its output codes matter.
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["forward", "inverse", "bad_base", "apply_bad_residuals", "pack_codes", "gather_escapes",
-           "unpack_rows", "gather_marked",
-           "scatter_marked", "dither", "plane_key"]
+__all__ = ["forward", "inverse", "bad_base", "apply_bad_residuals", "pack_codes",
+           "gather_escapes", "unpack_rows", "gather_marked", "scatter_marked", "dither",
+           "plane_key"]
 
 _BLOCK_ROWS = 16
 
@@ -134,17 +138,18 @@ def forward(x, alpha, beta, offset, v0, half_inv_v0, seed, plane0, kbase, marker
     * Pixels at or above ``sat_adu`` and codes outside ``[0, marker)`` get ``marker``;
       ``nmarked[p, r]`` counts them per row.
     * The model's bad pixels (``bad_mask``; columns ``bad_cols``, numbered in raster order from
-      ``bad_row_start[r]``) past column 0 repeat their left neighbour's code (no spike for the entropy stage) and their exact value
-      goes into ``residual[p, j]`` as the difference from :func:`bad_base` (0 for pixels stored
-      exactly anyway).
-    * ``pack``: also write the ``fast`` entropy stage, :func:`pack_rows`'s format, into
+      ``bad_row_start[r]``) past column 0 repeat their left neighbour's code (no spike for the
+      entropy stage, and a code the decoder knows) and their exact value goes into
+      ``residual[p, j]`` as the difference from :func:`bad_base` (0 for pixels stored exactly
+      anyway).
+    * ``pack``: also write the ``fast`` entropy stage (:func:`pack_codes`'s format) into
       ``packed`` ``(P, H, ceil(W/4))`` with escape counts ``nesc[p, r]`` and each row's escaped
       codes at the start of ``escrows[p, r]``, while the row is in cache.
 
     ``half_inv_v0 = 1/(2·v0)`` with ``v0 = sqrt(alpha·offset + beta)`` (precomputed: one square
-    root and one division less per pixel and frame). Fast-math is limited to no-NaN/no-Inf/
-    no-signed-zero so no operation is reassociated or fused: the bad-pixel bases match the
-    decoder's to the bit.
+    root and one division less per pixel and frame). This kernel is fast-math; the bad-pixel bases
+    come from :func:`bad_base`, compiled without it (LLVM keeps per-instruction flags when it
+    inlines), so they match the decoder's to the bit.
     """
     P, H, W = x.shape
     nb = (H + _BLOCK_ROWS - 1) // _BLOCK_ROWS
