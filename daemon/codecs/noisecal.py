@@ -19,15 +19,18 @@ Per pixel, with the calibrated offset ``o`` [ADU], gain ``g`` [e-/ADU] and dark 
    level, across the knee at the offset too (≤ 0.01 σ measured from dark to near saturation).
 4. **Exact pixels**: pixels at or above ``saturation_adu`` (default 85 % of the way from offset to
    the EMVA saturation level, or the ADC maximum) and codes outside the code range are stored
-   exactly (flagged by a marker code). The model's bad pixels repeat their left neighbour's code
-   (no spike for the entropy stage) and carry their exact value as a residual from their decoded
-   good neighbours, so they too decode bit-exactly.
+   exactly (flagged by a marker code). The model's bad pixels past column 0 take their left
+   neighbour's code (no spike for the entropy stage, and a code the decoder knows, so
+   ``predictive`` spends nothing on it) and carry their exact value as a residual from an
+   estimate made from their left/right neighbours' codes, so they too decode bit-exactly.
 5. **Entropy stage** over the code image (tiles coded in parallel): ``preset=small`` (best ratio:
-   the dither-aware predictive coder of :mod:`._predictive`) or ``preset=fast`` (highest
-   throughput), or any stage of :data:`.entropy.ALL_STAGES`.
+   the dither-aware predictive coder of :mod:`._predictive`) or ``preset=fast`` (``pack2``,
+   written by the forward kernel; highest throughput), or any stage of
+   :data:`.entropy.ALL_STAGES`. Side sections (exact values, bad-pixel residuals): pcodec, or
+   zstd-1 for ``pack2``.
 
 The stream names the model by SHA-256 and (``embed_model=true``, default) carries it once, so
-it decodes with nothing but itself; containers store the model once per dataset instead.
+it decodes with nothing but itself; containers store the maps once per dataset instead.
 """
 
 from __future__ import annotations
