@@ -39,7 +39,9 @@ NSYM = 2 * MAX_RES + 2
 ESC = NSYM - 1
 SKIP = 255  # marks a pixel with an implied code (no symbol)
 N_FRAC_BINS = 4
-ACT_EDGES = (1 << (FRAC - 1), 1 << FRAC, 2 << FRAC, 4 << FRAC)  # ¾… in code units: ½, 1, 2, 4
+#: edges of the local-activity classes, |W−NW| + |N−NW| + |N−NE| [codes] (4 → 7 edges gained
+#: 0.1–0.3 % on the simulated scenes; rescaling them ±50 % moved the rate < 0.3 %)
+ACT_EDGES = tuple(int(v * (1 << FRAC)) for v in (0.5, 1, 1.5, 2, 3, 4.5, 7))
 N_ACT_BINS = len(ACT_EDGES) + 1
 BORDER_CTX = N_FRAC_BINS * N_ACT_BINS
 N_CTX = BORDER_CTX + 1
