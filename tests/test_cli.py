@@ -126,17 +126,34 @@ def test_camera_property_refused_is_a_clear_error(tmp_path):
     assert r.returncode == 2 and "refused a configured setting" in r.stderr
 
 
+def _die_with_parent() -> None:
+    # Linux: the child gets SIGTERM when the test process dies (a killed pytest must not leave a
+    # calibration running, as one did once after a CI-style timeout); elsewhere a no-op.
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def test_ctrl_c_mid_sweep_writes_nothing(tmp_path):
     cfg = sim_config(tmp_path, shape=(256, 256), frames=100, levels=24)
     out = tmp_path / "out"
     p = subprocess.Popen([*RAWGATE, "calibrate", "-c", str(cfg), "--out", str(out)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and not (out.exists() and any(out.iterdir())):
-        time.sleep(0.1)  # wait until the sweep is writing
-    time.sleep(0.5)
-    p.send_signal(signal.SIGINT)
-    _, stderr = p.communicate(timeout=60)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=_die_with_parent)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (out.exists() and any(out.iterdir())):
+            time.sleep(0.1)  # wait until the sweep is writing
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        _, stderr = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:  # the test failed before the child ended: do not leave it running
+            p.kill()
+            p.communicate()
     assert p.returncode == 130, stderr
     assert "interrupted" in stderr
     assert list(out.iterdir()) == []
