@@ -51,7 +51,12 @@ def read_image(path: Path, model=None) -> tuple[np.ndarray, dict[str, Any]]:
 
         with tifffile.TiffFile(path) as tf:
             s = tf.series[0]
-            meta: dict[str, Any] = {"axes": s.axes}
+            meta: dict[str, Any] = {}
+            # tifffile names the dimensions of a TIFF without axes metadata with generic letters
+            # ('I' pages, 'Q' unknown, 'S' samples): those are not axes; the containers' default
+            # for the number of dimensions (TYX, TZYX, …) or --axes applies instead
+            if set(s.axes) <= set("TCZYX"):
+                meta["axes"] = s.axes
             if tf.micromanager_metadata:
                 meta["micromanager"] = tf.micromanager_metadata
             return s.asarray(), meta

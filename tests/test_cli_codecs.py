@@ -46,6 +46,23 @@ def test_lossless_roundtrip_through_files(data):
     np.testing.assert_array_equal(tifffile.imread(tmp / "z.tif"), raw)
 
 
+def test_plain_multipage_tiff_goes_into_an_ome_tiff(data):
+    """A TIFF without axes metadata (tifffile calls its pages 'I'/'Q'/'S') takes the default
+    axes for its dimensions instead of being refused."""
+    tmp, raw, _ = data
+    tifffile.imwrite(tmp / "plain.tif", raw)  # no axes metadata
+    with tifffile.TiffFile(tmp / "plain.tif") as tf:
+        assert not set(tf.series[0].axes) <= set("TCZYX")  # the case this test is about
+    r = run("compress", tmp / "plain.tif", tmp / "plain.ome.tif", "--codec", "zstd")
+    assert r.returncode == 0, r.stderr
+    with tifffile.TiffFile(tmp / "plain.ome.tif") as tf:
+        assert tf.series[0].axes == "TYX"
+    from rawgate.daemon.codecs.containers import read_ome_tiff
+
+    arr, _ = read_ome_tiff(tmp / "plain.ome.tif")
+    np.testing.assert_array_equal(np.asarray(arr), raw)
+
+
 def test_noisecal_reports_bias_and_snr_cost(data):
     tmp, raw, model = data
     r = run("compress", tmp / "raw.tif", tmp / "n.rgc", "--codec", "noisecal:step=2",
