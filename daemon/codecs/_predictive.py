@@ -371,14 +371,20 @@ def _normalise(counts: np.ndarray) -> np.ndarray:
     return freq
 
 
-def _tables(freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _cumulative(freq: np.ndarray) -> np.ndarray:
+    """Start of each symbol's slot range per context (both sides)."""
     cum = np.zeros_like(freq)
     cum[:, 1:] = np.cumsum(freq, axis=1)[:, :-1]
+    return cum
+
+
+def _slot_symbols(freq: np.ndarray) -> np.ndarray:
+    """Symbol of every probability slot per context (decoder side)."""
     lut = np.zeros((freq.shape[0], PROB_SCALE), np.uint8)
     for ctx in range(freq.shape[0]):
         if freq[ctx].sum():
             lut[ctx] = np.repeat(np.arange(NSYM, dtype=np.uint8), freq[ctx])
-    return cum, lut
+    return lut
 
 
 def _skip_mask(skip: np.ndarray | None, H: int, W: int) -> np.ndarray:
@@ -412,7 +418,7 @@ def encode(codes: np.ndarray, seed: int, tile_rows: int, skip: np.ndarray | None
     n_esc = np.zeros(nt, np.int64)
     _symbols(codes, s64, 0, tiles, weights, skip, sym, ctxs, hist, n_esc)
     freq = _normalise(hist.sum(axis=0))
-    cum, _ = _tables(freq)
+    cum = _cumulative(freq)
     esc_start = np.concatenate([[0], np.cumsum(n_esc)]).astype(np.int64)
     esc = np.empty(int(esc_start[-1]), np.uint16)
     cap = tile_rows * W + 4
@@ -474,7 +480,7 @@ def decode(data: bytes | memoryview, shape: tuple[int, int, int], dtype: np.dtyp
     words = take(int(n_words.sum()), "<u2").astype(np.uint16)
     if pos != len(buf):
         raise PredictiveError("payload has trailing bytes")
-    cum, lut = _tables(freq)
+    cum, lut = _cumulative(freq), _slot_symbols(freq)
     out = np.empty(shape, dtype)
     status = np.zeros(nt, np.int64)
     _rans_decode(out, np.uint64(seed), 0, tiles, weights, skip, freq, cum, lut, words,

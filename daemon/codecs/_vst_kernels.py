@@ -49,15 +49,6 @@ def _mix32(h):
     return h
 
 
-@njit(inline="always", cache=True)
-def _u(key, i):
-    h = _mix32(np.uint32(np.uint32(i) * np.uint32(0x9E3779B1)) ^ key)
-    # via int32 (h >> 8 < 2^24): signed int → float converts in SIMD, unsigned does not
-    return np.float32(np.int32(h >> np.uint32(8))) * np.float32(1.0 / 16777216.0) + np.float32(
-        0.5 / 16777216.0 - 0.5
-    )
-
-
 @njit(cache=True)
 def plane_key(seed, plane):
     """32-bit key of one plane, derived from the 64-bit stream seed."""
@@ -74,8 +65,20 @@ _U_OFFSET = 0.5 / 16777216.0 - 0.5
 
 @njit(inline="always", cache=True)
 def _ufx(key, i):
-    # the dither's 24 random bits as an integer (u = ufx/2^24 + _U_OFFSET)
+    # the dither's 24 random bits as an integer, in [0, 2^24)
     return np.int32(_mix32(np.uint32(np.uint32(i) * np.uint32(0x9E3779B1)) ^ key) >> np.uint32(8))
+
+
+@njit(inline="always", cache=True)
+def _u_of(ufx):
+    # the dither value of 24 random bits: odd multiples of 2^-25 in (−½, ½), exact in float32
+    # (via int32: signed int → float converts in SIMD, unsigned does not)
+    return np.float32(ufx) * np.float32(_U_SCALE) + np.float32(_U_OFFSET)
+
+
+@njit(inline="always", cache=True)
+def _u(key, i):
+    return _u_of(_ufx(key, i))
 
 
 @njit(cache=True)
@@ -91,10 +94,10 @@ def bad_base(kl, ul, ok_l, kr, ur, ok_r, kbase, a, v0, o, a1, v01, o1, xmax):
     acc = 0.0
     n = 0
     if ok_l:
-        acc += np.float64(kl) - (np.float64(ul) * _U_SCALE + _U_OFFSET)
+        acc += np.float64(kl) - np.float64(_u_of(ul))
         n += 1
     if ok_r:
-        acc += np.float64(kr) - (np.float64(ur) * _U_SCALE + _U_OFFSET)
+        acc += np.float64(kr) - np.float64(_u_of(ur))
         n += 1
     if n == 0:
         return np.floor(o + 0.5)
