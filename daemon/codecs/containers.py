@@ -182,6 +182,20 @@ def _prepare_codec(codec: Codec | str | dict, noise_model: NoiseModel | None,
     return codec, model
 
 
+def _prepare_write(data: Any, axes: str | None, physical_sizes: Any, metadata: Any,
+                   codec: Codec | str | dict, noise_model: NoiseModel | None, *, ngff: bool):
+    """What both writers check before writing anything: the array (not empty), its axes,
+    physical sizes, metadata as JSON, and the per-plane codec with the model to store once."""
+    data = np.asarray(data)
+    ax = _check_axes(axes, data.ndim, ngff=ngff)
+    sizes = _check_physical_sizes(physical_sizes, ax)
+    mm = _metadata_json(metadata)
+    if data.size == 0:
+        raise ContainerError(f"empty image (shape {data.shape})")
+    seg_codec, model = _prepare_codec(codec, noise_model, data.shape[-2:])
+    return data, ax, sizes, mm, seg_codec, model
+
+
 def _check_axes(axes: str | None, ndim: int, *, ngff: bool) -> str:
     if ndim < 2:
         raise ContainerError(f"need an image or a stack of images, got {ndim} dimension(s)")
@@ -397,14 +411,9 @@ def write_ome_tiff(
         The path written.
     """
     path = Path(path)
-    data = np.asarray(data)
-    ax = _check_axes(axes, data.ndim, ngff=False)
-    sizes = _check_physical_sizes(physical_sizes, ax)
-    mm = _metadata_json(metadata)
-    if data.size == 0:
-        raise ContainerError(f"empty image (shape {data.shape})")
+    data, ax, sizes, mm, seg_codec, model = _prepare_write(
+        data, axes, physical_sizes, metadata, codec, noise_model, ngff=False)
     H, W = data.shape[-2:]
-    seg_codec, model = _prepare_codec(codec, noise_model, (H, W))
     model_bytes = _model_payload(model) if model is not None else None
     info = {
         "format": FORMAT_TIFF,
@@ -724,14 +733,9 @@ def write_ome_zarr(
     import zarr
 
     path = Path(path)
-    data = np.asarray(data)
-    ax = _check_axes(axes, data.ndim, ngff=True)
-    sizes = _check_physical_sizes(physical_sizes, ax)
-    mm = _metadata_json(metadata)
-    if data.size == 0:
-        raise ContainerError(f"empty image (shape {data.shape})")
+    data, ax, sizes, mm, seg_codec, model = _prepare_write(
+        data, axes, physical_sizes, metadata, codec, noise_model, ngff=True)
     H, W = data.shape[-2:]
-    seg_codec, model = _prepare_codec(codec, noise_model, (H, W))
     if chunks is None:
         chunks = (1,) * (data.ndim - 2) + (H, W)
     chunks = tuple(int(c) for c in chunks)

@@ -274,7 +274,6 @@ class JpegXL(_PlaneCodec):
     def _fixed_setting(self):
         return self.distance
 
-
     def _encode_plane(self, p, setting):
         threads = 1 if p.size < 1 << 20 else n_workers()
         if not setting:
@@ -340,7 +339,6 @@ class Lerc(_PlaneCodec):
 
     def _fixed_setting(self):
         return self.max_error
-
 
     def _encode_plane(self, p, setting):
         # LERC guarantees |error| ≤ level; integer input is lossless at 0.5 (we pass 0 → 0.5).

@@ -193,7 +193,6 @@ class Jpeg(_PlaneCodec):
     def _fixed_setting(self):
         return float(self.quality)
 
-
     def _encode(self, a):
         # uint16 beyond 12 bits: map the data's range onto 12 bits first (recorded for decode)
         lo, hi = (float(a.min()), float(a.max())) if a.dtype == np.uint16 else (0.0, 0.0)
@@ -241,7 +240,6 @@ class Jpeg2000(_PlaneCodec):
     def _fixed_setting(self):
         return float(self.quality)
 
-
     def _encode_plane(self, p, setting):
         return imagecodecs.jpeg2k_encode(p, level=int(setting), numthreads=1)
 
@@ -269,7 +267,6 @@ class JpegXR(_PlaneCodec):
 
     def _fixed_setting(self):
         return self.quality
-
 
     def _encode_plane(self, p, setting):
         try:
