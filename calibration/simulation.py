@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["SensorTruth", "make_sensor_truth", "render_frames", "flat_field"]
+__all__ = ["SensorTruth", "make_sensor_truth", "render_frames", "flat_field", "truth_noise_model"]
 
 # Defect classes planted in the truth; the calibration must find them.
 DEFECT_NONE = 0
@@ -278,3 +278,29 @@ def compare_to_truth(
         "planted_defects_flagged_fraction": float((flagged & planted).sum() / max(planted.sum(), 1)),
         "false_flag_fraction": float((flagged & good).sum() / max(good.sum(), 1)),
     }
+
+
+def truth_noise_model(truth: SensorTruth, *, name: str = "sim"):
+    """The :class:`~rawgate.calibration.model.NoiseModel` a perfect calibration of ``truth`` gives.
+
+    Offset, gain and read noise are the planted maps; the planted noisy and hot pixels carry
+    the calibration's bad-pixel reason bits. For tests and benchmarks that need the exact model
+    without running a sweep.
+    """
+    from .fit import BAD_HOT, BAD_NOISY
+    from .instruments._protocol import CameraIdentity
+    from .model import NoiseModel
+
+    h, w = truth.shape
+    sat = float(np.median(truth.offset_adu) + truth.full_well_e / np.median(truth.gain_e_per_adu))
+    return NoiseModel(
+        identity=CameraIdentity(name, truth.serial, truth.bit_depth, 1, (0, 0, w, h)),
+        offset_adu=truth.offset_adu,
+        gain_e_per_adu=truth.gain_e_per_adu,
+        read_noise_e=truth.read_noise_e,
+        dark_current_e_per_s=None,
+        bad_pixels=np.where(truth.defects == DEFECT_NOISY, BAD_NOISY, 0).astype(np.uint8)
+        | np.where(truth.defects == DEFECT_HOT, BAD_HOT, 0).astype(np.uint8),
+        emva={"saturation_adu": sat},
+        source="simulation truth maps",
+    )

@@ -402,9 +402,10 @@ DEMO_SETTINGS: dict = {
 }
 
 
-from . import cli_codecs  # noqa: E402
+from . import cli_codecs, cli_gate  # noqa: E402
 
 cli_codecs.register(app)
+cli_gate.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""The ε gate: replicas, segmentation, measurements, ε and the verdict."""
