@@ -6,7 +6,6 @@ from __future__ import annotations
 import pickle
 import sys
 import textwrap
-import zipfile
 
 import numpy as np
 import pytest
@@ -22,7 +21,6 @@ from rawgate.daemon.gate._filters import gaussian_filter1d
 from rawgate.daemon.gate.check import GateConfig, GateError, spot_check
 from rawgate.daemon.gate.epsilon import EpsilonStat, filter_epsilon, whole_epsilon
 from rawgate.daemon.gate.features import FeatureSpec, compute_features, feature_names
-from rawgate.daemon.gate.measure import measure
 from rawgate.daemon.gate.segmenter import (
     PixelClassifier,
     SegmenterError,

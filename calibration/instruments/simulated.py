@@ -17,6 +17,7 @@ from pymmcore_plus.experimental.unicore import (
     pymm_property,
 )
 
+from ..scenes import dense_cells, microspheres
 from ..simulation import SensorTruth, flat_field, make_sensor_truth, render_frames
 from .mmcore import LightControl, MMCoreInstrument
 
@@ -32,9 +33,34 @@ __all__ = [
 #: A scene maps the sensor shape to relative photon flux per pixel (1 = full LED flux).
 Scene = Callable[[tuple[int, int]], np.ndarray]
 
+
+
+def _relative_flux(flux: np.ndarray) -> np.ndarray:
+    """Flux scaled to a maximum of 1 (the LED sets the absolute level)."""
+    top = float(flux.max())
+    return flux / top if top > 0 else flux
+
+
+def _microspheres(shape: tuple[int, int]) -> np.ndarray:
+    """Phase-contrast microspheres (:func:`rawgate.calibration.scenes.microspheres`, seed 0),
+    relative flux in [0, 1] (background ≈ 0.6, halo peaks 1)."""
+    return _relative_flux(microspheres(shape, seed=0).flux)
+
+
+def _dense_cells(shape: tuple[int, int]) -> np.ndarray:
+    """Dense fluorescent cells (:func:`rawgate.calibration.scenes.dense_cells`, seed 0),
+    relative flux in [0, 1] (background ≈ 0.01)."""
+    return _relative_flux(dense_cells(shape, seed=0).flux)
+
+
 #: Samples that fit the simulated stage's slot, by name (the camera's ``Sample`` property).
-#: Calibration uses the flat field; later scenes (microspheres, cells, nuclei) register here.
-SCENES: dict[str, Scene] = {"flat field": flat_field}
+#: Calibration uses the flat field; the 2-D benchmark scenes of :mod:`rawgate.calibration.scenes`
+#: register here as relative flux (their ground truth comes from calling the scene functions).
+SCENES: dict[str, Scene] = {
+    "flat field": flat_field,
+    "microspheres": _microspheres,
+    "dense cells": _dense_cells,
+}
 
 
 @dataclass

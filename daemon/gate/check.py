@@ -26,7 +26,7 @@ from .features import FILTER_KINDS, FeatureSpec, compute_features, feature_names
 from .measure import Measurements, measure
 from .verdict import Verdict, VerdictPolicy, judge
 
-__all__ = ["GateConfig", "GateError", "EpsilonReport", "spot_check", "sigma_uncertainty"]
+__all__ = ["GateConfig", "GateError", "EpsilonReport", "Reference", "prepare_reference", "spot_check", "sigma_uncertainty"]
 
 
 class GateError(ValueError):
@@ -152,6 +152,172 @@ def _crop(a: np.ndarray, origin: tuple[int, int], size: int | None) -> np.ndarra
     return a[..., y : y + size, x : x + size]
 
 
+@dataclass
+class Reference:
+    """The raw frame and its replicas, segmented, measured and filtered once.
+
+    Build it with :func:`prepare_reference`; :meth:`check` then scores any number of decoded
+    copies (several codecs, or a codec and its fallback) at the cost of one segmentation each.
+    """
+
+    raw: np.ndarray
+    model: NoiseModel
+    segmenter: Callable[[np.ndarray], np.ndarray] | None
+    config: GateConfig
+    tile: int | None
+    origins: list[tuple[int, int]]
+    samples: list[np.ndarray]
+    filter_names: list[str]
+    measurements: dict[str, list[Measurements]]
+    responses: dict[str, list[np.ndarray]]
+    timings_s: dict[str, float]
+
+    def _analyse(self, img: np.ndarray) -> tuple[list[Measurements], list[np.ndarray], float, float, float]:
+        meas, resp = [], []
+        t_seg = t_meas = t_filt = 0.0
+        nf = len(self.filter_names)
+        for origin, sample in zip(self.origins, self.samples):
+            part = np.ascontiguousarray(_crop(img, origin, self.tile))
+            t = time.perf_counter()
+            resp.append(compute_features(part, self.config.filters).reshape(nf, -1)[:, sample])
+            t_filt += time.perf_counter() - t
+            if self.segmenter is None:
+                continue
+            t = time.perf_counter()
+            labels = np.asarray(self.segmenter(part))
+            t_seg += time.perf_counter() - t
+            if labels.shape != part.shape:
+                raise GateError(f"segmenter returned shape {labels.shape} for an image of {part.shape}")
+            t = time.perf_counter()
+            meas.append(measure(labels))
+            t_meas += time.perf_counter() - t
+        return meas, resp, t_seg, t_meas, t_filt
+
+    def _merged(self, parts: list[Measurements]) -> Measurements:
+        if len(parts) == 1:
+            return parts[0]
+        offsets = [(0,) * (self.raw.ndim - 2) + o for o in self.origins]
+        return Measurements.concat(parts, offsets)
+
+    def check(self, decoded: np.ndarray, *, meta: dict[str, Any] | None = None) -> "EpsilonReport":
+        """Score one decoded copy of the raw frame against the replicas and judge it."""
+        cfg = self.config
+        decoded = np.asarray(decoded)
+        if decoded.shape != self.raw.shape:
+            raise GateError(f"decoded shape {decoded.shape} differs from the raw frame's {self.raw.shape}")
+        t0 = time.perf_counter()
+        meas_c, resp_c, t_seg, t_meas, t_filt = self._analyse(decoded)
+        t = time.perf_counter()
+        n = cfg.n_replicas
+        stats: list[EpsilonStat] = []
+        matching = None
+        per_object: dict[str, np.ndarray] = {}
+        whole: dict[str, dict[str, Any]] = {}
+        notes: list[str] = []
+        if self.segmenter is not None:
+            m_raw = self._merged(self.measurements["raw"])
+            m_reps = [self._merged(self.measurements[f"replica {j}"]) for j in range(n)]
+            m_c = self._merged(meas_c)
+            w = whole_epsilon(m_raw, m_reps, m_c)
+            stats += w
+            whole = {s.name: {"epsilon": s.value, **s.detail} for s in w}
+            o, matching, per_object = object_epsilon(m_raw, m_reps, m_c, max_distance=cfg.max_match_distance_px)
+            if matching.n_objects_scored < 2:
+                for s in o:
+                    s.testable = False
+                notes.append(
+                    f"{matching.n_raw_objects} objects in the raw segmentation, {matching.n_objects_scored} "
+                    "scored: per-object parameters are reported but not judged"
+                )
+            if matching.n_raw_objects == 0:
+                notes.append("the segmenter found no objects in the raw frame")
+            stats += o
+        else:
+            notes.append("no segmenter: only the model-free filter ε is computed and judged")
+        stats += filter_epsilon(
+            np.concatenate(self.responses["raw"], axis=1),
+            np.stack([np.concatenate(self.responses[f"replica {j}"], axis=1) for j in range(n)]),
+            np.concatenate(resp_c, axis=1),
+            self.filter_names,
+        )
+        verdict = judge(stats, cfg.policy)
+        t_eps = time.perf_counter() - t
+        timings = dict(self.timings_s)
+        timings["segmentation"] += t_seg
+        timings["measurement"] += t_meas
+        timings["filters"] += t_filt
+        timings["epsilon"] = t_eps
+        timings["total"] = timings["reference"] + time.perf_counter() - t0
+        full_meta = {
+            "tiles": None if self.tile is None else {"size": self.tile, "origins": [list(o) for o in self.origins]},
+            "filters": cfg.filters.get_config(),
+            "filter_pixels": int(sum(r.shape[1] for r in self.responses["raw"])),
+            "max_match_distance_px": cfg.max_match_distance_px,
+            "policy": {
+                "false_reject_rate": cfg.policy.false_reject_rate,
+                "margin": cfg.policy.margin,
+                "families": list(cfg.policy.families),
+                "rules": {k: vars(v) for k, v in cfg.policy.rules.items()},
+            },
+            "model": {"sha256": self.model.sha256, "camera": self.model.identity.name,
+                      "serial": self.model.identity.serial},
+            **(meta or {}),
+        }
+        return EpsilonReport(
+            shape=tuple(self.raw.shape), n_replicas=n, seed=cfg.seed, stats=stats, verdict=verdict,
+            matching=matching, per_object=per_object, whole=whole,
+            sigma_uncertainty=sigma_uncertainty(n), timings_s=timings, meta=full_meta, notes=notes,
+        )
+
+
+def prepare_reference(
+    raw: np.ndarray,
+    model: NoiseModel,
+    segmenter: Callable[[np.ndarray], np.ndarray] | None = None,
+    config: GateConfig | None = None,
+) -> Reference:
+    """Draw the replicas of ``raw`` and segment, measure and filter raw and replicas once.
+
+    Parameters are those of :func:`spot_check`.
+    """
+    cfg = config or GateConfig()
+    raw = np.asarray(raw)
+    if raw.ndim not in (2, 3):
+        raise GateError(f"the gate checks a 2-D frame or a 3-D stack, got shape {raw.shape}")
+    try:
+        model.check_frame(raw)
+    except ModelMismatchError as e:
+        raise GateError(f"frame does not match the calibration: {e}") from None
+    t0 = time.perf_counter()
+    reps = make_replicas(raw, model, n=cfg.n_replicas, seed=cfg.seed)
+    timings = {"replicas": time.perf_counter() - t0, "segmentation": 0.0, "measurement": 0.0, "filters": 0.0}
+    tile = None if cfg.tiles is None else cfg.tile_size
+    origins = _tile_origins(raw.shape, cfg)
+    if tile is not None and origins == [(0, 0)] and tile >= max(raw.shape[-2:]):
+        tile = None
+    per_tile = max(1, cfg.filter_pixels // len(origins))
+    rng = np.random.default_rng([cfg.seed, 0xF117])
+    samples = []
+    for origin in origins:
+        size = int(np.prod(_crop(raw, origin, tile).shape))
+        samples.append(rng.choice(size, size=min(per_tile, size), replace=False))
+    ref = Reference(
+        raw=raw, model=model, segmenter=segmenter, config=cfg, tile=tile, origins=origins,
+        samples=samples, filter_names=feature_names(cfg.filters, raw.ndim), measurements={},
+        responses={}, timings_s=timings,
+    )
+    images = {"raw": raw, **{f"replica {j}": reps[j] for j in range(cfg.n_replicas)}}
+    for key, img in images.items():
+        meas, resp, t_seg, t_meas, t_filt = ref._analyse(img)
+        ref.measurements[key] = meas
+        ref.responses[key] = resp
+        timings["segmentation"] += t_seg
+        timings["measurement"] += t_meas
+        timings["filters"] += t_filt
+    timings["reference"] = time.perf_counter() - t0
+    return ref
+
+
 def spot_check(
     raw: np.ndarray,
     decoded: np.ndarray,
@@ -178,118 +344,7 @@ def spot_check(
     meta
         Free-form provenance copied into the report (codec spec, file names).
     """
-    cfg = config or GateConfig()
-    raw = np.asarray(raw)
     decoded = np.asarray(decoded)
-    if raw.ndim not in (2, 3):
-        raise GateError(f"the gate checks a 2-D frame or a 3-D stack, got shape {raw.shape}")
-    if decoded.shape != raw.shape:
-        raise GateError(f"decoded shape {decoded.shape} differs from the raw frame's {raw.shape}")
-    try:
-        model.check_frame(raw)
-    except ModelMismatchError as e:
-        raise GateError(f"frame does not match the calibration: {e}") from None
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    reps = make_replicas(raw, model, n=cfg.n_replicas, seed=cfg.seed)
-    timings["replicas"] = time.perf_counter() - t0
-
-    tile = None if cfg.tiles is None else cfg.tile_size
-    origins = _tile_origins(raw.shape, cfg)
-    if tile is not None and origins == [(0, 0)] and tile >= max(raw.shape[-2:]):
-        tile = None
-    per_tile = max(1, cfg.filter_pixels // len(origins))
-    fnames = feature_names(cfg.filters, raw.ndim)
-    rng = np.random.default_rng([cfg.seed, 0xF117])
-
-    images = {"raw": raw, "compressed": decoded, **{f"replica {j}": reps[j] for j in range(cfg.n_replicas)}}
-    meas: dict[str, list[Measurements]] = {k: [] for k in images}
-    resp: dict[str, list[np.ndarray]] = {k: [] for k in images}
-    t_seg = t_meas = t_filt = 0.0
-    notes: list[str] = []
-    for origin in origins:
-        crop_shape = _crop(raw, origin, tile).shape
-        sample = rng.choice(int(np.prod(crop_shape)), size=min(per_tile, int(np.prod(crop_shape))), replace=False)
-        for key, img in images.items():
-            part = np.ascontiguousarray(_crop(img, origin, tile))
-            t = time.perf_counter()
-            f = compute_features(part, cfg.filters).reshape(len(fnames), -1)[:, sample]
-            resp[key].append(f)
-            t_filt += time.perf_counter() - t
-            if segmenter is None:
-                continue
-            t = time.perf_counter()
-            labels = np.asarray(segmenter(part))
-            t_seg += time.perf_counter() - t
-            if labels.shape != part.shape:
-                raise GateError(f"segmenter returned shape {labels.shape} for an image of {part.shape}")
-            t = time.perf_counter()
-            meas[key].append(measure(labels))
-            t_meas += time.perf_counter() - t
-    timings.update(segmentation=t_seg, measurement=t_meas, filters=t_filt)
-
-    t = time.perf_counter()
-    stats: list[EpsilonStat] = []
-    matching = None
-    per_object: dict[str, np.ndarray] = {}
-    whole: dict[str, dict[str, Any]] = {}
-    if segmenter is not None:
-        offsets = [(0,) * (raw.ndim - 2) + o for o in origins]
-        merged = {k: Measurements.concat(v, offsets) if len(v) > 1 else v[0] for k, v in meas.items()}
-        m_raw, m_c = merged["raw"], merged["compressed"]
-        m_reps = [merged[f"replica {j}"] for j in range(cfg.n_replicas)]
-        w = whole_epsilon(m_raw, m_reps, m_c)
-        stats += w
-        whole = {s.name: {"epsilon": s.value, **s.detail} for s in w}
-        o, matching, per_object = object_epsilon(
-            m_raw, m_reps, m_c, max_distance=cfg.max_match_distance_px
-        )
-        if matching.n_objects_scored < 2:
-            for s in o:
-                s.testable = False
-            notes.append(
-                f"{matching.n_raw_objects} objects in the raw segmentation, {matching.n_objects_scored} "
-                "scored: per-object parameters are reported but not judged"
-            )
-        stats += o
-        if matching.n_raw_objects == 0:
-            notes.append("the segmenter found no objects in the raw frame")
-    else:
-        notes.append("no segmenter: only the model-free filter ε is computed and judged")
-    stats += filter_epsilon(
-        np.concatenate(resp["raw"], axis=1),
-        np.stack([np.concatenate(resp[f"replica {j}"], axis=1) for j in range(cfg.n_replicas)]),
-        np.concatenate(resp["compressed"], axis=1),
-        fnames,
-    )
-    verdict = judge(stats, cfg.policy)
-    timings["epsilon"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
-    full_meta = {
-        "tiles": None if tile is None else {"size": tile, "origins": [list(o) for o in origins]},
-        "filters": cfg.filters.get_config(),
-        "filter_pixels": int(sum(r.shape[1] for r in resp["raw"])),
-        "max_match_distance_px": cfg.max_match_distance_px,
-        "policy": {
-            "false_reject_rate": cfg.policy.false_reject_rate,
-            "margin": cfg.policy.margin,
-            "families": list(cfg.policy.families),
-            "rules": {k: vars(v) for k, v in cfg.policy.rules.items()},
-        },
-        "model": {"sha256": model.sha256, "camera": model.identity.name, "serial": model.identity.serial},
-        **(meta or {}),
-    }
-    return EpsilonReport(
-        shape=tuple(raw.shape),
-        n_replicas=cfg.n_replicas,
-        seed=cfg.seed,
-        stats=stats,
-        verdict=verdict,
-        matching=matching,
-        per_object=per_object,
-        whole=whole,
-        sigma_uncertainty=sigma_uncertainty(cfg.n_replicas),
-        timings_s=timings,
-        meta=full_meta,
-        notes=notes,
-    )
+    if decoded.shape != np.shape(raw):
+        raise GateError(f"decoded shape {decoded.shape} differs from the raw frame's {np.shape(raw)}")
+    return prepare_reference(raw, model, segmenter, config).check(decoded, meta=meta)

@@ -35,7 +35,7 @@ def _save(fig: Figure, path: Path) -> None:
 
 def plot_object_deltas(rep: EpsilonReport) -> Figure | None:
     """Fig. 2c: histogram of per-object Area (Volume) change, replicas vs the codec."""
-    key = "Area" if f"delta Area" in rep.per_object else ("Volume" if "delta Volume" in rep.per_object else None)
+    key = "Area" if "delta Area" in rep.per_object else ("Volume" if "delta Volume" in rep.per_object else None)
     if key is None or not len(rep.per_object.get(f"delta {key}", [])):
         return None
     d_c = np.asarray(rep.per_object[f"delta {key}"])
