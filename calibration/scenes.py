@@ -490,7 +490,8 @@ def _smooth_noise(rng, shape, scale_px: float, down: int | None = None) -> np.nd
     drawn on a coarse grid and zoomed (cheap for large scales)."""
     down = max(1, int(scale_px // 3)) if down is None else down
     small = tuple(max(4, -(-s // down) + 2) for s in shape)
-    f = ndimage.gaussian_filter(rng.standard_normal(small, dtype=np.float32), scale_px / down, mode="wrap")
+    f = rng.standard_normal(small, dtype=np.float32)
+    f = ndimage.gaussian_filter(f, scale_px / down, mode="wrap")
     if down > 1:
         f = ndimage.zoom(f, down, order=1, mode="nearest", grid_mode=False)
     f = f[tuple(slice(0, s) for s in shape)].astype(np.float32)
@@ -609,14 +610,15 @@ def dense_cells(
 
     # per-cell properties (index = Voronoi label; 0 unused)
     f32 = np.float32
-    level = (_flux(cell_e) * rng.uniform(1 - brightness_spread, 1 + brightness_spread, n + 1)).astype(f32)
+    level = _flux(cell_e) * rng.uniform(1 - brightness_spread, 1 + brightness_spread, n + 1)
+    level = level.astype(f32)
     half_gap = rng.uniform(g_lo / 2, g_hi / 2, n + 1).astype(f32)
     # drop exactly round(drop_fraction · n) of the cells seeded inside the field (low variance
     # of the coverage on small fields); cells seeded in the margin drop at random
     alive = rng.random(n + 1) >= drop_fraction
     in_field = np.flatnonzero((sy >= pad) & (sy < pad + h) & (sx >= pad) & (sx < pad + w)) + 1
     alive[in_field] = True
-    alive[rng.choice(in_field, int(round(drop_fraction * in_field.size)), replace=False)] = False
+    alive[rng.choice(in_field, round(drop_fraction * in_field.size), replace=False)] = False
     nuc_r = (radius_px * rng.uniform(0.30, 0.40, n + 1)).astype(f32)
     nuc_aspect = np.sqrt(rng.uniform(1.0, 1.6, n + 1)).astype(f32)
     nuc_angle = rng.uniform(0, np.pi, n + 1)
@@ -853,10 +855,11 @@ def sparse_labels(
     ``stroke_length_px`` long) inside each of ``n_objects`` randomly chosen objects, every
     painted pixel more than ``inset_px`` from the object's outside (in-plane Euclidean
     distance to the nearest non-object pixel; in 3-D the pixel is also inside the object on
-    the planes above and below). Objects too small to hold a stroke are passed over. Background: ``n_background`` strokes, a fraction ``near_fraction``
-    of them "hard" — a short arc of the ring ``ring_px`` (distance to the nearest object
-    pixel, inclusive) just outside an object, e.g. across the phase-contrast halo — and the
-    rest "easy", straight strokes everywhere farther than ``far_px`` from every object.
+    the planes above and below). Objects too small to hold a stroke are passed over.
+    Background: ``n_background`` strokes, a fraction ``near_fraction`` of them "hard" — a
+    short arc of the ring ``ring_px`` (distance to the nearest object pixel, inclusive) just
+    outside an object, e.g. across the phase-contrast halo — and the rest "easy", straight
+    strokes everywhere farther than ``far_px`` from every object.
     Both counts are scaled down together (at least one stroke each) where they would paint
     more than ``max_fraction`` of the image.
 
@@ -906,7 +909,9 @@ def sparse_labels(
         raise ValueError("truth_labels must be ≥ 0")
     ring_lo, ring_hi = _check_range("ring_px", ring_px)
     if stroke_px < 1 or inset_px < 0 or far_px < 0 or not 0 <= near_fraction <= 1 or z_planes < 1:
-        raise ValueError("need stroke_px ≥ 1, inset_px ≥ 0, far_px ≥ 0, near_fraction in [0, 1], z_planes ≥ 1")
+        raise ValueError(
+            "need stroke_px ≥ 1, inset_px ≥ 0, far_px ≥ 0, near_fraction in [0, 1], z_planes ≥ 1"
+        )
     if not 0 < max_fraction <= 1:
         raise ValueError(f"max_fraction must be in (0, 1], got {max_fraction}")
     vol = lab[None] if lab.ndim == 2 else lab
@@ -955,7 +960,11 @@ def sparse_labels(
         dist[z] = np.sqrt(sq)
 
     boxes = ndimage.find_objects(vol)
-    ids = [i + 1 for i, b in enumerate(boxes) if b is not None and plane_set & set(range(b[0].start, b[0].stop))]
+    ids = [
+        i + 1
+        for i, b in enumerate(boxes)
+        if b is not None and plane_set & set(range(b[0].start, b[0].stop))
+    ]
     order = [ids[j] for j in rng.permutation(len(ids))]
 
     # foreground strokes inside objects
@@ -987,7 +996,7 @@ def sparse_labels(
             break
 
     # hard background: arcs of the ring just outside objects
-    n_near = int(round(n_background * near_fraction))
+    n_near = round(n_background * near_fraction)
     n_far = n_background - n_near
     done = 0
     for obj in (order[j] for j in rng.permutation(len(order))):
