@@ -132,13 +132,17 @@ class EightBit(Codec):
         "low": "fixed range: lowest value [ADU] (default 0)",
         "high": "fixed range: highest value [ADU] (default 2**bits − 1)",
         "bits": "fixed range: bit depth whose full range is mapped (default: the dtype's)",
+        "saturated": "auto range: % of pixels saturated, half at each end (ImageJ's Auto contrast: 0.35)",
     }
     range: str = "auto"
     low: float | None = None
     high: float | None = None
     bits: int | None = None
+    saturated: float = 0.0
 
     def __post_init__(self):
+        if not 0.0 <= float(self.saturated) < 100.0:
+            raise CodecError(f"eightbit: saturated must be a percentage in [0, 100), got {self.saturated}")
         if self.range not in ("auto", "fixed"):
             raise CodecError(f"eightbit: range must be auto or fixed, got {self.range!r}")
         if self.bits is not None and not 1 <= self.bits <= 16:
@@ -147,6 +151,11 @@ class EightBit(Codec):
     def _limits(self, a: np.ndarray) -> tuple[float, float, int | None]:
         """(low, high) [ADU] mapped onto 0–255, and the bit depth used (fixed range only)."""
         if self.range == "auto":
+            if self.saturated > 0 and a.size:
+                # ImageJ's Auto button: the display range leaves saturated/2 % of pixels below and above
+                lo, hi = np.percentile(a, [self.saturated / 2, 100 - self.saturated / 2])
+                lo, hi = float(np.floor(lo)), float(np.ceil(hi))
+                return lo, max(hi, lo + 1.0), None
             return float(a.min()), float(a.max()), None
         bits = self.bits or a.dtype.itemsize * 8
         low = 0.0 if self.low is None else float(self.low)

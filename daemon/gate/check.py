@@ -21,7 +21,15 @@ from scipy import stats as sstats
 from rawgate.calibration.model import ModelMismatchError, NoiseModel
 from rawgate.calibration.replicas import replicas as make_replicas
 
-from .epsilon import EpsilonStat, ObjectMatching, filter_epsilon, object_epsilon, whole_epsilon
+from .epsilon import (
+    EpsilonStat,
+    FilterNull,
+    ObjectMatching,
+    filter_epsilon,
+    filter_null,
+    object_epsilon,
+    whole_epsilon,
+)
 from .features import FILTER_KINDS, FeatureSpec, compute_features, feature_names
 from .measure import Measurements, measure
 from .verdict import Verdict, VerdictPolicy, judge
@@ -171,6 +179,7 @@ class Reference:
     measurements: dict[str, list[Measurements]]
     responses: dict[str, list[np.ndarray]]
     timings_s: dict[str, float]
+    _filter_null: FilterNull | None = field(default=None, repr=False)
 
     def _analyse(self, img: np.ndarray) -> tuple[list[Measurements], list[np.ndarray], float, float, float]:
         meas, resp = [], []
@@ -234,12 +243,12 @@ class Reference:
             stats += o
         else:
             notes.append("no segmenter: only the model-free filter ε is computed and judged")
-        stats += filter_epsilon(
-            np.concatenate(self.responses["raw"], axis=1),
-            np.stack([np.concatenate(self.responses[f"replica {j}"], axis=1) for j in range(n)]),
-            np.concatenate(resp_c, axis=1),
-            self.filter_names,
-        )
+        if self._filter_null is None:  # the same for every decoded copy: computed once
+            self._filter_null = filter_null(
+                np.concatenate(self.responses["raw"], axis=1),
+                np.stack([np.concatenate(self.responses[f"replica {j}"], axis=1) for j in range(n)]),
+            )
+        stats += filter_epsilon(self._filter_null, None, np.concatenate(resp_c, axis=1), self.filter_names)
         verdict = judge(stats, cfg.policy)
         t_eps = time.perf_counter() - t
         timings = dict(self.timings_s)

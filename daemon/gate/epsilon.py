@@ -19,8 +19,9 @@ Three families:
   (bias) and the root mean square (size) over pixels (Fig. 4f,g).
 
 Where σ is zero (all replicas agree, e.g. an object count), it is floored at half the
-parameter's resolution for integer-valued parameters and at a negligible value otherwise; the
-null sees the same floor, so the verdict stays calibrated.
+parameter's resolution for integer-valued parameters, for per-object parameters at a tenth of
+the parameter's median σ over objects, and at a negligible value otherwise; the null sees the
+same floor, so the verdict stays calibrated.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ __all__ = [
     "CIRCULAR_PERIOD",
     "INTEGER_VALUED",
     "EpsilonStat",
+    "FilterNull",
     "filter_epsilon",
+    "filter_null",
     "object_epsilon",
     "whole_epsilon",
 ]
@@ -45,6 +48,10 @@ __all__ = [
 CIRCULAR_PERIOD: dict[str, float] = {"Angle": 180.0, "FeretAngle": 180.0}
 #: Parameters that take integer values (σ floor = 0.5 of their unit).
 INTEGER_VALUED = frozenset({"N", "A_tot", "V_tot", "Area", "Volume", "FeretX", "FeretY"})
+#: Per-object σ is floored at this fraction of the parameter's median σ over objects: a capped
+#: parameter (Circ ≤ 1) or a quantised one (Perim) can agree in every replica for one object,
+#: and a zero σ would make any change an infinite ε.
+OBJECT_FLOOR_FRACTION = 0.1
 #: Floor for σ of continuous parameters, relative to max(|χ_raw|, 1).
 _REL_FLOOR = 1e-9
 
@@ -220,7 +227,11 @@ def object_epsilon(
         d = _deviation(vals, x_raw, name)
         d_c = _deviation(np.asarray(compressed.objects[name], np.float64)[c_idx[scored]], x_raw, name)
         floor = _floor(name, x_raw)
-        sigma = np.fmax(_std(d, 0), floor)
+        sd = _std(d, 0)
+        positive = sd[np.isfinite(sd) & (sd > 0)]
+        if positive.size:  # capped or quantised parameters (Circ ≤ 1, Perim steps): σ may be 0
+            floor = np.fmax(floor, OBJECT_FLOOR_FRACTION * float(np.median(positive)))
+        sigma = np.fmax(sd, floor)
         eps_c = -d_c / sigma
         loo = np.fmax(_loo_std(d), floor)
         eps_null = -d / loo  # (n_rep, n_scored), NaN where the object was not found in replica j
@@ -253,35 +264,59 @@ def object_epsilon(
     return stats, matching, per_object
 
 
+@dataclass(frozen=True)
+class FilterNull:
+    """What the model-free ε needs from raw and replicas alone (shared by every decoded copy).
+
+    Attributes
+    ----------
+    raw
+        ``(F, K)`` raw responses at the sampled pixels.
+    sigma
+        ``(F, K)`` σ_raw per filter and pixel.
+    null_mean, null_rms
+        ``(N, F)`` mean and rms of per-pixel ε with each replica held out.
+    """
+
+    raw: np.ndarray
+    sigma: np.ndarray
+    null_mean: np.ndarray
+    null_rms: np.ndarray
+
+
+def filter_null(raw: np.ndarray, replicas: np.ndarray) -> FilterNull:
+    """σ and the leave-one-out null of the filter ε (see :func:`filter_epsilon`)."""
+    raw = raw.astype(np.float64)
+    d = replicas.astype(np.float64) - raw[None]
+    floor = _REL_FLOOR * np.maximum(np.abs(raw), 1.0)
+    sigma = np.fmax(_std(d, 0), floor)
+    eps_null = -d / np.fmax(_loo_std(d), floor[None])  # (N, F, K)
+    return FilterNull(raw, sigma, eps_null.mean(axis=2), np.sqrt(np.mean(eps_null**2, axis=2)))
+
+
 def filter_epsilon(
-    raw: np.ndarray, replicas: np.ndarray, compressed: np.ndarray, names: list[str]
+    raw: np.ndarray | FilterNull, replicas: np.ndarray | None, compressed: np.ndarray, names: list[str]
 ) -> list[EpsilonStat]:
     """Model-free ε of filter responses at sampled pixels: mean and rms over pixels, with null.
 
     Parameters
     ----------
-    raw, compressed
-        ``(F, K)`` responses of F filters at K sampled pixels.
+    raw
+        ``(F, K)`` responses of F filters at K sampled pixels, or a precomputed
+        :class:`FilterNull` (then ``replicas`` is ignored).
     replicas
         ``(N, F, K)``.
+    compressed
+        ``(F, K)``.
     names
         F filter names.
     """
-    raw = raw.astype(np.float64)
-    d = replicas.astype(np.float64) - raw[None]
-    d_c = compressed.astype(np.float64) - raw
-    floor = _REL_FLOOR * np.maximum(np.abs(raw), 1.0)
-    sigma = np.fmax(_std(d, 0), floor)
-    eps_c = -d_c / sigma  # (F, K)
-    loo = np.fmax(_loo_std(d), floor[None])
-    eps_null = -d / loo  # (N, F, K)
+    null = raw if isinstance(raw, FilterNull) else filter_null(raw, replicas)
+    eps_c = -(compressed.astype(np.float64) - null.raw) / null.sigma  # (F, K)
     stats = []
     for f, name in enumerate(names):
-        stats.append(EpsilonStat(f"mean ε {name}", "filter", "mean", float(eps_c[f].mean()), eps_null[:, f].mean(axis=1), 2))
+        stats.append(EpsilonStat(f"mean ε {name}", "filter", "mean", float(eps_c[f].mean()), null.null_mean[:, f], 2))
         stats.append(
-            EpsilonStat(
-                f"rms ε {name}", "filter", "rms", float(np.sqrt(np.mean(eps_c[f] ** 2))),
-                np.sqrt(np.mean(eps_null[:, f] ** 2, axis=1)), 1,
-            )
+            EpsilonStat(f"rms ε {name}", "filter", "rms", float(np.sqrt(np.mean(eps_c[f] ** 2))), null.null_rms[:, f], 1)
         )
     return stats
