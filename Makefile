@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test bench bench-codecs install clean
+.PHONY: demo test bench bench-codecs bench-gate install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-bench: bench-codecs
+bench: bench-codecs bench-gate
 	$(PY) bench/bench_calibration.py
+
+# ε gate: verdict pass rates on the benchmark scenes (≈ 30 min) and one 2048² spot check's time/memory
+bench-gate: $(STAMP)
+	$(PY) bench/gate_validity.py --size 256 | tee bench/results/gate_validity.txt
+	$(PY) bench/gate.py | tee bench/results/gate.txt
 
 # every codec and the peers on the same frames; fetches the stardist wheel (its sample nuclei
 # images) into bench/data once, without installing it
