@@ -48,15 +48,14 @@ from typing import Any
 
 import imagecodecs
 import numpy as np
-from rawgate.calibration.instruments._protocol import CameraIdentity
 from rawgate.calibration.model import NoiseModel
 from rawgate.calibration.scenes import (
     DEFAULT_EXPOSURE_MS,
     SIGNAL_LEVELS,
     fluorescent_cells,
 )
-from rawgate.calibration.fit import BAD_HOT, BAD_NOISY
-from rawgate.calibration.simulation import DEFECT_HOT, DEFECT_NOISY, make_sensor_truth, render_frames
+from rawgate.calibration.fit import BAD_NOISY
+from rawgate.calibration.simulation import make_sensor_truth, render_frames, truth_noise_model
 from rawgate.daemon.codecs import get_codec
 from rawgate.daemon.codecs._stream import peek_header
 from rawgate.daemon.codecs.entropy import ALL_STAGES
@@ -153,20 +152,8 @@ class Dataset:
 
 
 def truth_model(t) -> NoiseModel:
-    h, w = t.shape
-    sat = float(np.median(t.offset_adu) + t.full_well_e / np.median(t.gain_e_per_adu))
-    return NoiseModel(
-        identity=CameraIdentity("sim", t.serial, t.bit_depth, 1, (0, 0, w, h)),
-        offset_adu=t.offset_adu,
-        gain_e_per_adu=t.gain_e_per_adu,
-        read_noise_e=t.read_noise_e,
-        dark_current_e_per_s=None,
-        # the planted defect classes carry the calibration's reason bits (noisy, hot)
-        bad_pixels=np.where(t.defects == DEFECT_NOISY, BAD_NOISY, 0).astype(np.uint8)
-        | np.where(t.defects == DEFECT_HOT, BAD_HOT, 0).astype(np.uint8),
-        emva={"saturation_adu": sat},
-        source="simulation truth maps",
-    )
+    """The exact model of the simulated sensor (planted noisy/hot pixels flagged bad)."""
+    return truth_noise_model(t)
 
 
 def simulated_datasets(size: int, n_frames: int) -> list[Dataset]:
