@@ -180,10 +180,9 @@ def compute_features(image: np.ndarray, spec: FeatureSpec | None = None) -> np.n
     out = np.empty((spec.n_features(nd), *img.shape), np.float32)
     ch = 0
     unit = [tuple(int(a == i) for a in range(nd)) for i in range(nd)]
+    max_order = 2 if {"LoG", "HoGE"} & set(spec.kinds) else (1 if {"GGM", "STE"} & set(spec.kinds) else 0)
     for s in spec.scales:
-        need_second = bool({"LoG", "HoGE"} & set(spec.kinds))
-        need_first = bool({"GGM", "STE"} & set(spec.kinds))
-        d = _derivatives(img, s, 2 if need_second else (1 if need_first else 0))
+        d = _derivatives(img, s, max_order)
         g0 = d[(0,) * nd]
         for kind in spec.kinds:
             if kind == "GS":

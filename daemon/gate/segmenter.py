@@ -230,11 +230,7 @@ class PixelClassifier:
         for a in range(0, n0, rows):
             b = min(n0, a + rows)
             lo, hi = max(0, a - halo), min(n0, b + halo)
-            if lo == 0 and hi == n0:
-                feats = compute_features(img, self.features)
-            else:
-                feats = compute_features(img[lo:hi], self.features)
-            feats = feats[:, a - lo : b - lo].reshape(nf, -1)
+            feats = compute_features(img[lo:hi], self.features)[:, a - lo : b - lo].reshape(nf, -1)
             proba = np.empty(feats.shape[1], np.float32)
             _forest_proba(
                 np.ascontiguousarray(feats), flat.roots, flat.left, flat.right, flat.feature,
