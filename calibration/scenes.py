@@ -508,6 +508,7 @@ def dense_cells(
     background_e: float = 20.0,
     cell_e: float = 800.0,
     brightness_spread: float = 0.3,
+    brightness_log_sd: float = 0.0,
     gap_px: tuple[float, float] = (2.0, 4.0),
     drop_fraction: float = 0.12,
     jitter: float = 0.3,
@@ -527,7 +528,9 @@ def dense_cells(
     ~81 % of the field (75–85 % on a 384² field and up).
 
     A cell's cytoplasm (the stained compartment) has a brightness uniform in
-    ``cell_e · (1 ± brightness_spread)``, dims by up to 40 % within ~3 px of its edge (thinner
+    ``cell_e · (1 ± brightness_spread)``, times ``exp(z)``, ``z ~ N(0, brightness_log_sd²)``
+    (cell-to-cell expression heterogeneity: at 1.0 the brightest of a few dozen cells is
+    ~10× the median and the dimmest a tenth of it, as in transfected or reporter lines), dims by up to 40 % within ~3 px of its edge (thinner
     cytoplasm), is 30 % dimmer over an off-centre elliptical nucleus, and carries a
     multiplicative texture (std ``texture``, 2 px and 8 px grains). The cell layer is blurred
     by a Gaussian PSF and added to a smooth background (±30 %).
@@ -547,6 +550,9 @@ def dense_cells(
         Mean cell brightness [photo-electrons per pixel per frame], before texture and PSF.
     brightness_spread
         Relative half-range of the per-cell brightness, in [0, 1).
+    brightness_log_sd
+        Standard deviation of the log of a log-normal brightness factor per cell, ≥ 0
+        (0: none; drawn from a separate stream, so the scene is otherwise unchanged).
     gap_px
         Range of the dark gap between two neighbouring cells [pixels].
     drop_fraction
@@ -574,6 +580,8 @@ def dense_cells(
         raise ValueError("brightness_spread and drop_fraction must be in [0, 1), jitter in [0, 0.5)")
     if not 0 <= texture <= 0.5 or background_e < 0 or cell_e <= 0:
         raise ValueError("texture must be in [0, 0.5], background_e ≥ 0 and cell_e > 0")
+    if not 0 <= brightness_log_sd <= 3:
+        raise ValueError(f"brightness_log_sd must be in [0, 3], got {brightness_log_sd}")
     rng = np.random.default_rng([seed, 0xCE115])
 
     # Voronoi cells of a jittered honeycomb on a padded canvas (border cells are whole cells
@@ -611,6 +619,8 @@ def dense_cells(
     # per-cell properties (index = Voronoi label; 0 unused)
     f32 = np.float32
     level = _flux(cell_e) * rng.uniform(1 - brightness_spread, 1 + brightness_spread, n + 1)
+    if brightness_log_sd > 0:
+        level = level * np.exp(np.random.default_rng([seed, 0xB417]).normal(0.0, brightness_log_sd, n + 1))
     level = level.astype(f32)
     half_gap = rng.uniform(g_lo / 2, g_hi / 2, n + 1).astype(f32)
     # drop exactly round(drop_fraction · n) of the cells seeded inside the field (low variance
@@ -675,7 +685,7 @@ def dense_cells(
         description=(
             f"{int(ok.sum())} dense fluorescent cells (MPK-like), r {radius_px:g} px, gaps "
             f"{g_lo:g}–{g_hi:g} px, {drop_fraction:.0%} dropped, {cell_e:g} e- "
-            f"±{brightness_spread:.0%} on {background_e:g} e-, PSF σ {psf_sigma_px:g} px, seed {seed}"
+            f"±{brightness_spread:.0%}" + (f" × log-normal (sd {brightness_log_sd:g})" if brightness_log_sd else "") + f" on {background_e:g} e-, PSF σ {psf_sigma_px:g} px, seed {seed}"
         ),
     )
 

@@ -19,8 +19,8 @@ from rawgate.daemon.codecs import get_codec
 from rawgate.daemon.gate import segmenter as segmod
 from rawgate.daemon.gate._filters import gaussian_filter1d
 from rawgate.daemon.gate.check import GateConfig, GateError, spot_check
-from rawgate.daemon.gate.epsilon import EpsilonStat, filter_epsilon, whole_epsilon
-from rawgate.daemon.gate.features import FeatureSpec, compute_features, feature_names
+from rawgate.daemon.gate.epsilon import EpsilonStat, filter_epsilon, noise_epsilon, object_epsilon, whole_epsilon
+from rawgate.daemon.gate.features import FeatureSpec, compute_features, feature_names, noise_power
 from rawgate.daemon.gate.segmenter import (
     PixelClassifier,
     SegmenterError,
@@ -278,6 +278,79 @@ def test_filter_epsilon_rms_of_a_replica_is_about_one():
     assert {s.name: s for s in half}["rms ε a"].value < 0.7
 
 
+def test_count_change_of_one_passes_when_replicas_agree():
+    """All replicas agree on N (σ floored at ½): one object more is the count's resolution."""
+    from rawgate.daemon.gate.measure import Measurements
+
+    def m(n):
+        return Measurements(whole={"N": n, "A_tot": 100}, objects={}, centres=np.zeros((0, 2)),
+                            label_ids=np.zeros(0, int), ndim=2)
+
+    reps = [m(10)] * 10
+    one = {x.name: x for x in whole_epsilon(m(10), reps, m(11))}
+    assert one["N"].value == pytest.approx(-2.0) and one["N"].resolution == pytest.approx(2.0)
+    assert judge([one["N"]]).passed
+    three = {x.name: x for x in whole_epsilon(m(10), reps, m(13))}
+    assert not judge([three["N"]]).passed
+
+
+def _objects(values, name="Area"):
+    from rawgate.daemon.gate.measure import Measurements
+
+    n = len(values)
+    centres = np.stack([np.arange(n) * 20.0, np.zeros(n)], axis=1)
+    return Measurements(whole={"N": n, "A_tot": float(np.sum(values))}, objects={name: np.asarray(values, float)},
+                        centres=centres, label_ids=np.arange(1, n + 1), ndim=2)
+
+
+def test_object_epsilon_is_robust_to_one_quantised_object():
+    """An object whose value agrees in all ten replicas must not decide the verdict alone."""
+    rng = np.random.default_rng(3)
+    n_obj, n_rep = 30, 10
+    truth = rng.uniform(50, 80, n_obj)
+    raw = truth + rng.normal(0, 1, n_obj)
+    reps = raw[None] + rng.normal(0, 1, (n_rep, n_obj))
+    reps[:, 0] = raw[0]  # object 0: quantised, the same value in every replica (σ̂ = 0) ...
+    fresh = raw + rng.normal(0, 1, n_obj)
+    fresh[0] = raw[0] + 1.0  # ... and the held-out replica lands one step away
+    stats, matching, per_object = object_epsilon(_objects(raw), [_objects(r) for r in reps], _objects(fresh))
+    st = {s.name: s for s in stats}
+    assert matching.n_objects_scored == n_obj
+    # shrinkage towards the pooled σ: ε = −1/√(3/12) = −2 (the floor alone would give −10)
+    assert per_object["Area"][0] == pytest.approx(-2.0, rel=0.2)
+    assert abs(st["mean ε Area"].value) < 0.6 and st["spread ε Area"].value < 1.6
+    # the null of the mean and spread is the pooled per-object ε of all ten held-out replicas
+    assert st["mean ε Area"].detail["null_pooled_values"] == n_rep * n_obj
+    assert st["mean ε Area"].null_se == pytest.approx(st["spread ε Area"].null_center / np.sqrt(n_obj), rel=0.01)
+    assert judge(stats).passed
+    # a real bias of two σ on every object fails the median
+    biased = raw + 2.0 + rng.normal(0, 1, n_obj)
+    stats_b, _, _ = object_epsilon(_objects(raw), [_objects(r) for r in reps], _objects(biased))
+    v = judge(stats_b)
+    assert not v.passed and v.failed[0].name == "mean ε Area"
+    assert {s.name: s for s in stats_b}["mean ε Area"].value < -1
+
+
+def test_noise_power_and_noise_epsilon():
+    rng = np.random.default_rng(8)
+    ramp = np.add.outer(np.arange(128.0), np.arange(128.0)) * 3  # structure with no curvature
+    raw = ramp + rng.normal(0, 4, (128, 128))
+    # white noise: the residual's variance is 1.25 v and median(r²) = 0.4549 × that
+    assert noise_power(raw) == pytest.approx(0.4549 * 1.25 * 16, rel=0.05)
+    assert noise_power(np.stack([raw, raw])) == pytest.approx(noise_power(raw))
+    sample = rng.choice(raw.size, 4000, replace=False)
+    p_raw = noise_power(raw, sample)
+    p_reps = np.array([noise_power(raw + rng.normal(0, 4, raw.shape), sample) for _ in range(10)])
+    fresh = noise_epsilon(p_raw, p_reps, noise_power(raw + rng.normal(0, 4, raw.shape), sample))
+    assert 0.8 < fresh.value < 1.2 and np.all(np.abs(fresh.null - 1) < 0.2)
+    assert judge([fresh]).passed and judge([noise_epsilon(p_raw, p_reps, p_raw)]).passed
+    smooth = ndimage.gaussian_filter(raw, 1.5)  # a codec that removes the noise
+    bad = noise_epsilon(p_raw, p_reps, noise_power(smooth, sample))
+    assert bad.value < -2 and not judge([bad]).passed
+    flat = noise_epsilon(p_raw, p_reps, 0.0)
+    assert flat.value == -np.inf and not judge([flat]).passed
+
+
 def _stat(name, value, null, sides=2, family="whole"):
     return EpsilonStat(name, family, "epsilon" if sides == 2 else "rms", value, np.asarray(null, float), sides)
 
@@ -299,6 +372,12 @@ def test_judge_interval_bonferroni_and_rules():
     assert not judge([_stat("A", 1.0, null)], pol).passed
     # one-sided: a small rms always passes
     assert judge([_stat("rms", 0.0, [1.1] * 9 + [1.2], sides=1)]).passed
+    # a pooled null (per-object mean): a normal quantile around its centre, not the t interval
+    pooled = EpsilonStat("mean ε X", "object", "mean", 1.0, np.zeros(10), 2, null_center=0.1, null_se=0.2)
+    v = judge([pooled])
+    j = v.judged[0]
+    assert j.upper == pytest.approx(0.1 + 0.2 * 3.0902, rel=1e-3) and j.lower == pytest.approx(-0.2 * 3.0902, rel=1e-3)
+    assert not v.passed and j.excess == pytest.approx((1.0 - j.upper) / 0.2)
     # an untestable statistic is reported, not judged
     s = _stat("obj", 99.0, null, family="object")
     s.testable = False
@@ -322,7 +401,7 @@ def test_replica_passes_and_jpeg_100_fails(world):
 def test_check_without_segmenter_uses_filters_only(world):
     raw, model = world["raw"], world["model"]
     rep = spot_check(raw, raw.copy(), model, None)
-    assert rep.verdict.passed and all(s.family == "filter" for s in rep.stats)
+    assert rep.verdict.passed and {s.family for s in rep.stats} == {"filter", "noise"}
     assert any("no segmenter" in n for n in rep.notes)
 
 

@@ -27,10 +27,11 @@ from .epsilon import (
     ObjectMatching,
     filter_epsilon,
     filter_null,
+    noise_epsilon,
     object_epsilon,
     whole_epsilon,
 )
-from .features import FILTER_KINDS, FeatureSpec, compute_features, feature_names
+from .features import FILTER_KINDS, FeatureSpec, compute_features, feature_names, noise_power
 from .measure import Measurements, measure
 from .verdict import Verdict, VerdictPolicy, judge
 
@@ -179,16 +180,18 @@ class Reference:
     measurements: dict[str, list[Measurements]]
     responses: dict[str, list[np.ndarray]]
     timings_s: dict[str, float]
+    noise: dict[str, float] = field(default_factory=dict)
     _filter_null: FilterNull | None = field(default=None, repr=False)
 
-    def _analyse(self, img: np.ndarray) -> tuple[list[Measurements], list[np.ndarray], float, float, float]:
-        meas, resp = [], []
+    def _analyse(self, img: np.ndarray) -> tuple[list[Measurements], list[np.ndarray], float, float, float, float]:
+        meas, resp, power = [], [], []
         t_seg = t_meas = t_filt = 0.0
         nf = len(self.filter_names)
         for origin, sample in zip(self.origins, self.samples):
             part = np.ascontiguousarray(_crop(img, origin, self.tile))
             t = time.perf_counter()
             resp.append(compute_features(part, self.config.filters).reshape(nf, -1)[:, sample])
+            power.append(noise_power(part, sample))
             t_filt += time.perf_counter() - t
             if self.segmenter is None:
                 continue
@@ -200,7 +203,7 @@ class Reference:
             t = time.perf_counter()
             meas.append(measure(labels))
             t_meas += time.perf_counter() - t
-        return meas, resp, t_seg, t_meas, t_filt
+        return meas, resp, t_seg, t_meas, t_filt, float(np.mean(power))
 
     def _merged(self, parts: list[Measurements]) -> Measurements:
         if len(parts) == 1:
@@ -215,7 +218,7 @@ class Reference:
         if decoded.shape != self.raw.shape:
             raise GateError(f"decoded shape {decoded.shape} differs from the raw frame's {self.raw.shape}")
         t0 = time.perf_counter()
-        meas_c, resp_c, t_seg, t_meas, t_filt = self._analyse(decoded)
+        meas_c, resp_c, t_seg, t_meas, t_filt, power_c = self._analyse(decoded)
         t = time.perf_counter()
         n = cfg.n_replicas
         stats: list[EpsilonStat] = []
@@ -249,6 +252,7 @@ class Reference:
                 np.stack([np.concatenate(self.responses[f"replica {j}"], axis=1) for j in range(n)]),
             )
         stats += filter_epsilon(self._filter_null, None, np.concatenate(resp_c, axis=1), self.filter_names)
+        stats.append(noise_epsilon(self.noise["raw"], np.array([self.noise[f"replica {j}"] for j in range(n)]), power_c))
         verdict = judge(stats, cfg.policy)
         t_eps = time.perf_counter() - t
         timings = dict(self.timings_s)
@@ -317,9 +321,10 @@ def prepare_reference(
     )
     images = {"raw": raw, **{f"replica {j}": reps[j] for j in range(cfg.n_replicas)}}
     for key, img in images.items():
-        meas, resp, t_seg, t_meas, t_filt = ref._analyse(img)
+        meas, resp, t_seg, t_meas, t_filt, power = ref._analyse(img)
         ref.measurements[key] = meas
         ref.responses[key] = resp
+        ref.noise[key] = power
         timings["segmentation"] += t_seg
         timings["measurement"] += t_meas
         timings["filters"] += t_filt

@@ -36,7 +36,7 @@ import numpy as np
 
 from ._filters import gaussian_filter1d
 
-__all__ = ["KINDS", "FILTER_KINDS", "FeatureSpec", "compute_features", "feature_names"]
+__all__ = ["KINDS", "FILTER_KINDS", "FeatureSpec", "compute_features", "feature_names", "noise_power"]
 
 #: Feature kinds, in the order their channels appear.
 KINDS: tuple[str, ...] = ("GS", "LoG", "GGM", "DoG", "STE", "HoGE")
@@ -215,3 +215,22 @@ def compute_features(image: np.ndarray, spec: FeatureSpec | None = None) -> np.n
             ch += 1
     assert ch == out.shape[0]
     return out
+
+
+def noise_power(image: np.ndarray, sample: np.ndarray | None = None) -> float:
+    """High-frequency power of an image: the median of the squared in-plane residual
+    ``x − mean(4 neighbours)`` [ADU²], over ``sample`` (flat indices) or all pixels.
+
+    For white noise of variance v the residual's variance is 1.25·v; structure (edges) adds to
+    it, and the median keeps the estimate on the flat majority of pixels. Only ratios of this
+    figure between images of the same scene are meaningful (:func:`..epsilon.noise_epsilon`).
+    Boundary pixels use their nearest neighbours' values (edge padding).
+    """
+    x = np.asarray(image, np.float64)
+    pad = [(0, 0)] * (x.ndim - 2) + [(1, 1), (1, 1)]
+    p = np.pad(x, pad, mode="edge")
+    neighbours = p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
+    r = (x - 0.25 * neighbours).reshape(-1)
+    if sample is not None:
+        r = r[sample]
+    return float(np.median(r * r)) if r.size else 0.0

@@ -10,12 +10,17 @@ A codec's ``S_c`` passes when it lies within the prediction interval of one more
 null, widened to include 0 (the raw image itself, i.e. a lossless codec) and by a minimum
 margin::
 
-    lo = min(0, m) − w,   hi = max(0, m) + w,   w = max(q · s · √(1 + 1/N), margin)
+    lo = min(0, m) − w,   hi = max(0, m) + w,   w = max(q · s · √(1 + 1/N), margin, resolution)
 
 with ``m, s`` the null sample's mean and standard deviation and ``q`` Student's t quantile with
 N − 1 degrees of freedom at ``1 − α / (sides · P)``: Bonferroni over the P statistics tested,
 so a raw-equivalent input fails the whole verdict with probability ≤ α (``false_reject_rate``).
-One-sided statistics (spread, rms) have no lower limit. Anything outside [lo, hi] has moved the
+Per-object means and spreads carry their null as a centre ``c`` and standard error ``se`` from
+the pooled per-object ε of all held-out replicas (:mod:`.epsilon`); for them
+``w = max(z · se, margin, resolution)`` around ``c`` (and 0), with ``z`` the normal quantile at
+the same Bonferroni-corrected level. ``resolution`` is the statistic's smallest possible change (one object more or less when all
+replicas found the same count), which no verdict should call a failure. One-sided statistics
+(spread, rms) have no lower limit. Anything outside [lo, hi] has moved the
 analysis further than the camera's own noise does; the verdict names it and by how much
 (``excess`` = distance beyond the limit in units of the null's ``s``).
 
@@ -67,14 +72,14 @@ class VerdictPolicy:
     margin
         Default minimum half-width of every interval [σ_raw units].
     families
-        Which families are judged (``whole``, ``object``, ``filter``).
+        Which families are judged (``whole``, ``object``, ``filter``, ``noise``).
     rules
         Per-statistic overrides (see :class:`ParameterRule`).
     """
 
     false_reject_rate: float = 0.002
     margin: float = 0.5
-    families: tuple[str, ...] = ("whole", "object", "filter")
+    families: tuple[str, ...] = ("whole", "object", "filter", "noise")
     rules: dict[str, ParameterRule] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -150,20 +155,29 @@ def judge(stats: list[EpsilonStat], policy: VerdictPolicy | None = None) -> Verd
         null = np.asarray(s.null, np.float64)
         null = null[np.isfinite(null)]
         n = null.size
-        m = float(null.mean()) if n else 0.0
-        sd = float(null.std(ddof=1)) if n > 1 else 0.0
+        pooled = s.null_center is not None and s.null_se is not None
+        if pooled:
+            m, sd = float(s.null_center), float(s.null_se)
+        else:
+            m = float(null.mean()) if n else 0.0
+            sd = float(null.std(ddof=1)) if n > 1 else 0.0
         if rule.max_abs is not None:
             lo, hi, how = (-rule.max_abs if s.sides == 2 else None), rule.max_abs, "fixed"
             scale = 1.0
         else:
-            df = max(n - 1, 1)
-            q = float(sstats.t.ppf(1 - policy.false_reject_rate / (s.sides * p), df))
-            if s.sides == 2:
-                q_two = q
+            level = 1 - policy.false_reject_rate / (s.sides * p)
+            if pooled:
+                q = float(sstats.norm.ppf(level))
+                spread = q * sd
             else:
+                q = float(sstats.t.ppf(level, max(n - 1, 1)))
+                spread = q * sd * math.sqrt(1 + 1 / max(n, 1))
+            if not pooled and s.sides == 2:
+                q_two = q
+            elif not pooled:
                 q_one = q
             margin = policy.margin if rule.margin is None else rule.margin
-            w = max(q * sd * math.sqrt(1 + 1 / max(n, 1)), margin)
+            w = max(spread, margin, s.resolution)
             if s.sides == 2:
                 lo, hi = min(0.0, m) - w, max(0.0, m) + w
             else:
