@@ -349,6 +349,8 @@ def test_noise_power_and_noise_epsilon():
     assert bad.value < -2 and not judge([bad]).passed
     flat = noise_epsilon(p_raw, p_reps, 0.0)
     assert flat.value == -np.inf and not judge([flat]).passed
+    # a flat raw frame kept exactly (lossless) is no change, not a division by zero
+    assert noise_epsilon(0.0, p_reps, 0.0).value == 0.0
 
 
 def _stat(name, value, null, sides=2, family="whole"):

@@ -158,6 +158,19 @@ def test_dense_cells_brighter_than_background(cells):
     assert e[gap].mean() < 0.5 * np.median(inside)
 
 
+def test_dense_cells_lognormal_brightness_only_changes_brightness():
+    hetero = dense_cells((384, 384), seed=0, brightness_log_sd=1.0)
+    assert np.array_equal(hetero.labels, dense_cells((384, 384), seed=0).labels)
+    lab = hetero.labels
+    per_cell = ndimage.mean(hetero.electrons(), lab, range(1, hetero.n_objects + 1))
+    plain = ndimage.mean(dense_cells((384, 384), seed=0).electrons(), lab, range(1, hetero.n_objects + 1))
+    # expression heterogeneity: an order of magnitude between the dimmest and brightest cell
+    assert per_cell.max() / per_cell.min() > 10 > plain.max() / plain.min()
+    assert "log-normal" in hetero.description
+    with pytest.raises(ValueError, match="brightness_log_sd"):
+        dense_cells((64, 64), seed=0, brightness_log_sd=-0.5)
+
+
 # --- 3-D nuclei ----------------------------------------------------------------------------
 
 

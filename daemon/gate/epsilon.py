@@ -393,10 +393,15 @@ def noise_epsilon(raw_power: float, replica_power: np.ndarray, compressed_power:
     codec that smooths it away (JPEG at high ratios) well below 0. The null is the replicas'
     values; the verdict's interval spans 0 to them, widened by the margin.
     """
-    ref = max(float(raw_power), np.finfo(np.float64).tiny)
-    with np.errstate(divide="ignore"):
-        value = float(np.log2(max(float(compressed_power), 0.0) / ref)) if compressed_power > 0 else -np.inf
-        null = np.log2(np.maximum(np.asarray(replica_power, np.float64), np.finfo(np.float64).tiny) / ref)
+    tiny = np.finfo(np.float64).tiny
+    ref = max(float(raw_power), tiny)
+    if compressed_power == raw_power:  # lossless, also of a flat (noise-free) frame
+        value = 0.0
+    elif compressed_power <= 0:
+        value = -np.inf
+    else:
+        value = float(np.log2(float(compressed_power) / ref))
+    null = np.log2(np.maximum(np.asarray(replica_power, np.float64), tiny) / ref)
     return EpsilonStat(
         "noise power", "noise", "log2 ratio", value, null, 2,
         {"raw_power": float(raw_power), "compressed_power": float(compressed_power),
