@@ -171,12 +171,15 @@ uncertain by ±{u['relative_standard_error']:.0%} (95 %: ×{u['ci95_low']:.2f} �
 <p>How to read it: every statistic has a <i>camera-noise range</i>, calibrated on the replicas themselves (each held out
 in turn and scored like a codec), widened to include 0 (the raw image) and Bonferroni-corrected over the {v.n_tested}
 statistics tested, so that a perfectly raw-equivalent input fails with probability ≤ {v.false_reject_rate:g}.
-A statistic outside its range means the codec moved that result further than the camera's own noise does.</p>
+A statistic outside its range means the codec moved that result further than the camera's own noise does.
+Per-object means and spreads are judged against all held-out replicas' per-object ε pooled ({rep.n_replicas} × objects values).
+<i>noise power</i> (log2 of the decoded image's high-frequency power over raw's; raw 0, a replica ≈ +1) is not an ε:
+it fails a codec that smooths the camera noise away, which ε alone cannot see.</p>
 {match_html}
 {''.join(f'<p class="note">note: {e(n)}</p>' for n in rep.notes)}
 {''.join(imgs)}
 <h2>Every statistic</h2>
-<table><tr><th>statistic</th><th>value [σ_raw]</th><th>camera-noise range</th><th>null (held-out replicas)</th><th></th></tr>
+<table><tr><th>statistic</th><th>value [σ_raw; noise power: log2]</th><th>camera-noise range</th><th>null (held-out replicas)</th><th></th></tr>
 {''.join(rows)}</table>
 <h2>Timings</h2><p>{e(', '.join(f'{k} {v:.2f} s' for k, v in rep.timings_s.items()))}</p>
 </body></html>"""

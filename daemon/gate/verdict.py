@@ -18,10 +18,10 @@ so a raw-equivalent input fails the whole verdict with probability ≤ α (``fal
 Per-object means and spreads carry their null as a centre ``c`` and standard error ``se`` from
 the pooled per-object ε of all held-out replicas (:mod:`.epsilon`); for them
 ``w = max(z · se, margin, resolution)`` around ``c`` (and 0), with ``z`` the normal quantile at
-the same Bonferroni-corrected level. ``resolution`` is the statistic's smallest possible change (one object more or less when all
-replicas found the same count), which no verdict should call a failure. One-sided statistics
-(spread, rms) have no lower limit. Anything outside [lo, hi] has moved the
-analysis further than the camera's own noise does; the verdict names it and by how much
+the same Bonferroni-corrected level. ``resolution`` is the statistic's smallest possible change
+(one object more or less when all replicas found the same count), which no verdict should call
+a failure. One-sided statistics (spread, rms) have no lower limit. Anything outside [lo, hi]
+has moved the analysis further than the camera's own noise does; the verdict names it and by how much
 (``excess`` = distance beyond the limit in units of the null's ``s``).
 
 Per parameter (by statistic name, or a prefix such as ``"mean ε Area"``), a fixed limit
