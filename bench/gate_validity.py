@@ -80,19 +80,19 @@ def decode_with(spec: str, raw: np.ndarray, model, seed: int) -> tuple[np.ndarra
     return codec.decode(data), raw.nbytes / len(data)
 
 
-def run_scene(name: str, make, shape: tuple[int, ...], trials: int, n_replicas: int) -> dict:
+def run_scene(name: str, make, shape: tuple[int, ...], trials: int, n_replicas: int, first: int = 0) -> dict:
     truth = make_sensor_truth(shape[-2:], seed=11)
     model = truth_noise_model(truth)
     train_scene, test_scene = make(shape, seed=1), make(shape, seed=2)
     train_img = scenes.render_scene(train_scene, truth, np.random.default_rng(0))[0]
     seg = train_pixel_classifier(train_img, scenes.sparse_labels(train_scene.labels, seed=0), min_object_px=5)
-    first = scenes.render_scene(test_scene, truth, np.random.default_rng(1))[0]
-    quality = instance_metrics(test_scene.labels, seg(first))
+    frame0 = scenes.render_scene(test_scene, truth, np.random.default_rng(1))[0]
+    quality = instance_metrics(test_scene.labels, seg(frame0))
     res = {"passed": defaultdict(int), "dA": defaultdict(list), "eps": defaultdict(lambda: defaultdict(list)),
            "ratio": defaultdict(list), "failed_stats": defaultdict(lambda: defaultdict(int)), "quality": quality,
            "n_objects": test_scene.n_objects, "trials": trials, "time": 0.0}
     t0 = time.perf_counter()
-    for t in range(trials):
+    for t in range(first, first + trials):
         raw = scenes.render_scene(test_scene, truth, np.random.default_rng([t, 77]))[0]
         ref = prepare_reference(raw, model, seg, GateConfig(n_replicas=n_replicas, seed=t))
         for spec in CONDITIONS:
@@ -106,7 +106,7 @@ def run_scene(name: str, make, shape: tuple[int, ...], trials: int, n_replicas: 
                 res["eps"][spec][w].append(v["epsilon"])
             for j in rep.verdict.failed[:3]:
                 res["failed_stats"][spec][j.name] += 1
-        if t == 0:
+        if t == first:
             est = (time.perf_counter() - t0) * trials
             print(f"  {name}: first trial {time.perf_counter() - t0:.1f} s (≈ {est / 60:.1f} min for {trials})",
                   file=sys.stderr, flush=True)
@@ -122,9 +122,11 @@ def main() -> None:
     ap.add_argument("--replicas", type=int, default=10)
     ap.add_argument("--dense-log-sd", type=float, default=1.0,
                     help="cell-to-cell brightness heterogeneity of the dense cells (log-normal sd)")
+    ap.add_argument("--first-trial", type=int, default=0, help="seed of the first trial (to extend a run)")
     ap.add_argument("--scenes", default="microspheres,dense cells,nuclei 3-D", help="comma-separated subset")
     args = ap.parse_args()
-    print(f"# gate validity: {args.trials} trials per 2-D scene ({args.size}²), {args.trials_3d} for 3-D; "
+    print(f"# gate validity: {args.trials} trials per 2-D scene ({args.size}²), {args.trials_3d} for 3-D, "
+          f"seeds from {args.first_trial}; "
           f"N = {args.replicas} replicas; {os.cpu_count()} cores; load {os.getloadavg()[0]:.1f}")
     runs = {
         "microspheres": (scenes.microspheres, (args.size, args.size), args.trials),
@@ -136,7 +138,7 @@ def main() -> None:
     wanted = [w.strip() for w in args.scenes.split(",")]
     for name, (make, shape, trials) in runs.items():
         if trials > 0 and name in wanted:
-            results[name] = run_scene(name, make, shape, trials, args.replicas)
+            results[name] = run_scene(name, make, shape, trials, args.replicas, args.first_trial)
 
     print("\n## Pass rate of the verdict (fraction of seeded trials)\n")
     print("| condition | " + " | ".join(results) + " |")
