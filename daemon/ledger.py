@@ -1,0 +1,333 @@
+"""The ledger: one SQLite row per item (a file or a dataset) and its state.
+
+It is the only thing the daemon trusts after a restart. Every state change is one transaction
+that moves the row from an expected state to the next (compare-and-set) and appends an event,
+committed with ``synchronous=FULL`` in WAL mode before the next step starts; a crash at any point
+leaves each item in the last state it durably reached, from which the step is simply redone
+(every step is idempotent). WAL needs a local disk (shared-memory index): opening a ledger where
+WAL cannot be enabled is an error, not a silent fallback.
+
+States (``DESIGN.md``)::
+
+    discovered → complete → encoded → verified → checked → approved | rejected → archived → raw_released
+    any non-final state → quarantined → discovered (retry)
+
+``raw_released`` is reachable only from ``archived``, and only for an item whose verdict is
+``approved`` and whose archive path and checksums are recorded (checked inside the same
+transaction): raw data is never released before a verified archive copy exists, and a rejected
+item (archived with the fallback codec) keeps its raw data.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Item", "ItemState", "Ledger", "LedgerError", "StaleTransitionError", "TRANSITIONS"]
+
+
+class ItemState(StrEnum):
+    DISCOVERED = "discovered"
+    COMPLETE = "complete"
+    ENCODED = "encoded"
+    VERIFIED = "verified"
+    CHECKED = "checked"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    ARCHIVED = "archived"
+    RAW_RELEASED = "raw_released"
+    QUARANTINED = "quarantined"
+
+
+S = ItemState
+#: Allowed moves. ``encoded → complete``: the archive copy failed verification and is redone.
+TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
+    S.DISCOVERED: frozenset({S.COMPLETE, S.QUARANTINED}),
+    S.COMPLETE: frozenset({S.ENCODED, S.QUARANTINED}),
+    S.ENCODED: frozenset({S.VERIFIED, S.COMPLETE, S.QUARANTINED}),
+    S.VERIFIED: frozenset({S.CHECKED, S.QUARANTINED}),
+    S.CHECKED: frozenset({S.APPROVED, S.REJECTED, S.QUARANTINED}),
+    S.APPROVED: frozenset({S.ARCHIVED, S.QUARANTINED}),
+    S.REJECTED: frozenset({S.ARCHIVED, S.QUARANTINED}),
+    S.ARCHIVED: frozenset({S.RAW_RELEASED}),
+    S.RAW_RELEASED: frozenset(),
+    S.QUARANTINED: frozenset({S.DISCOVERED}),
+}
+
+#: Columns a transition may set besides the state.
+FIELDS = ("kind", "size", "mtime_ns", "codec", "archive_path", "sha256_raw", "sha256_archive", "verdict", "reason")
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY,
+    root TEXT NOT NULL,
+    relpath TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    size INTEGER,
+    mtime_ns INTEGER,
+    codec TEXT,
+    archive_path TEXT,
+    sha256_raw TEXT,
+    sha256_archive TEXT,
+    verdict TEXT,
+    reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE (root, relpath)
+);
+CREATE INDEX IF NOT EXISTS items_state ON items (state);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES items (id),
+    at REAL NOT NULL,
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS events_item ON events (item_id);
+"""
+
+
+class LedgerError(RuntimeError):
+    """The ledger cannot be opened or used safely."""
+
+
+class StaleTransitionError(LedgerError):
+    """The item is not in the state the caller expected (moved on, or the move is not allowed)."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One row of the ledger (times are Unix seconds; sizes bytes; mtime nanoseconds)."""
+
+    id: int
+    root: str
+    relpath: str
+    kind: str
+    state: ItemState
+    size: int | None
+    mtime_ns: int | None
+    codec: str | None
+    archive_path: str | None
+    sha256_raw: str | None
+    sha256_archive: str | None
+    verdict: str | None
+    reason: str | None
+    attempts: int
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def _from_row(cls, row: sqlite3.Row) -> Item:
+        d = dict(row)
+        d["state"] = ItemState(d["state"])
+        return cls(**d)
+
+
+class Ledger:
+    """The SQLite ledger at ``path`` (created if missing; its folder must exist on a local disk).
+
+    One instance per thread or process (SQLite connections are not shared between threads).
+    """
+
+    def __init__(self, path: str | Path, *, timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise LedgerError(f"ledger folder {self.path.parent} does not exist")
+        try:
+            self._db = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
+        except sqlite3.Error as e:
+            raise LedgerError(f"cannot open ledger {self.path}: {e}") from e
+        self._db.row_factory = sqlite3.Row
+        mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            self._db.close()
+            raise LedgerError(
+                f"ledger {self.path}: WAL journal not available (got {mode!r}); keep the ledger on a local disk"
+            )
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._transaction():
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > _SCHEMA_VERSION:
+                raise LedgerError(f"ledger {self.path} has schema {version}, newer than this rawgate ({_SCHEMA_VERSION})")
+            for stmt in _SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    self._db.execute(stmt)
+            self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+    # ------------------------------------------------------------------ plumbing
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT (ROLLBACK on any exception): one writer at a time."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def pragma(self, name: str) -> Any:
+        """The value of a PRAGMA (``journal_mode``, ``synchronous``) for diagnostics and tests."""
+        if not name.isidentifier():
+            raise ValueError(f"not a pragma name: {name!r}")
+        return self._db.execute(f"PRAGMA {name}").fetchone()[0]
+
+    # ------------------------------------------------------------------ writes
+    def discover(self, root: str, relpath: str, kind: str = "file", *, size: int | None = None,
+                 mtime_ns: int | None = None) -> tuple[Item, bool]:
+        """Record an item as discovered; idempotent (a second call returns the existing row).
+
+        Returns the item and whether this call created it.
+        """
+        now = time.time()
+        with self._transaction() as db:
+            cur = db.execute(
+                "INSERT INTO items (root, relpath, kind, state, size, mtime_ns, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (root, relpath) DO NOTHING",
+                (root, relpath, kind, S.DISCOVERED.value, size, mtime_ns, now, now),
+            )
+            created = cur.rowcount == 1
+            row = db.execute("SELECT * FROM items WHERE root = ? AND relpath = ?", (root, relpath)).fetchone()
+            if created:
+                db.execute("INSERT INTO events (item_id, at, from_state, to_state, detail) VALUES (?, ?, NULL, ?, ?)",
+                           (row["id"], now, S.DISCOVERED.value, None))
+        return Item._from_row(row), created
+
+    def transition(self, item_id: int, expected: ItemState, new: ItemState, *, detail: dict | None = None,
+                   **fields: Any) -> Item:
+        """Move ``item_id`` from ``expected`` to ``new`` and set ``fields``, atomically and durably.
+
+        Raises
+        ------
+        StaleTransitionError
+            The move is not allowed, or the item is no longer in ``expected`` (another worker or
+            an earlier run already moved it): the caller must not repeat the step's side effects.
+        """
+        expected, new = ItemState(expected), ItemState(new)
+        if new not in TRANSITIONS[expected]:
+            raise StaleTransitionError(f"item {item_id}: {expected} → {new} is not an allowed move")
+        unknown = set(fields) - set(FIELDS)
+        if unknown:
+            raise ValueError(f"unknown ledger fields: {sorted(unknown)}")
+        now = time.time()
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        extra = ", attempts = attempts + 1" if expected is S.QUARANTINED else ""
+        guard = ""
+        if new is S.RAW_RELEASED:  # the one irreversible step: re-checked inside the transaction
+            guard = (" AND verdict = 'approved' AND archive_path IS NOT NULL"
+                     " AND sha256_raw IS NOT NULL AND sha256_archive IS NOT NULL")
+        with self._transaction() as db:
+            cur = db.execute(
+                f"UPDATE items SET state = ?, updated_at = ?{', ' + sets if sets else ''}{extra} "
+                f"WHERE id = ? AND state = ?{guard}",
+                (new.value, now, *fields.values(), item_id, expected.value),
+            )
+            if cur.rowcount != 1:
+                row = db.execute("SELECT state, verdict FROM items WHERE id = ?", (item_id,)).fetchone()
+                if row is None:
+                    why = "no such item"
+                elif row["state"] == expected.value:
+                    why = f"its verdict is {row['verdict']!r} or its archive copy is not recorded"
+                else:
+                    why = f"it is {row['state']}"
+                raise StaleTransitionError(f"item {item_id}: {expected} → {new} refused: {why}")
+            db.execute(
+                "INSERT INTO events (item_id, at, from_state, to_state, detail) VALUES (?, ?, ?, ?, ?)",
+                (item_id, now, expected.value, new.value, json.dumps(detail) if detail else None),
+            )
+            row = db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
+        return Item._from_row(row)
+
+    def quarantine(self, item_id: int, reason: str, *, detail: dict | None = None) -> Item:
+        """Move an item from whatever non-final state it is in to ``quarantined`` with a reason."""
+        item = self.get(item_id)
+        if S.QUARANTINED not in TRANSITIONS[item.state]:
+            raise StaleTransitionError(f"item {item_id} is {item.state}: it cannot be quarantined")
+        return self.transition(item_id, item.state, S.QUARANTINED, reason=reason, detail=detail)
+
+    def retry(self, item_id: int) -> Item:
+        """Send a quarantined item back to ``discovered`` (``attempts`` counts the retries)."""
+        return self.transition(item_id, S.QUARANTINED, S.DISCOVERED, reason=None)
+
+    # ------------------------------------------------------------------ reads
+    def get(self, item_id: int) -> Item:
+        row = self._db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no item {item_id} in the ledger")
+        return Item._from_row(row)
+
+    def find(self, root: str, relpath: str) -> Item | None:
+        row = self._db.execute("SELECT * FROM items WHERE root = ? AND relpath = ?", (root, relpath)).fetchone()
+        return None if row is None else Item._from_row(row)
+
+    def items(self, *states: ItemState) -> list[Item]:
+        """Items in any of ``states`` (all items when none is given), oldest first."""
+        if states:
+            marks = ",".join("?" * len(states))
+            rows = self._db.execute(f"SELECT * FROM items WHERE state IN ({marks}) ORDER BY id",
+                                    [ItemState(s).value for s in states])
+        else:
+            rows = self._db.execute("SELECT * FROM items ORDER BY id")
+        return [Item._from_row(r) for r in rows]
+
+    def counts(self) -> dict[ItemState, int]:
+        """Number of items per state (every state listed, zeros included)."""
+        out = {s: 0 for s in ItemState}
+        for row in self._db.execute("SELECT state, COUNT(*) AS n FROM items GROUP BY state"):
+            out[ItemState(row["state"])] = row["n"]
+        return out
+
+    def history(self, item_id: int) -> list[tuple[str | None, str, float]]:
+        """(from, to, time) of every recorded move of an item, in order."""
+        rows = self._db.execute("SELECT from_state, to_state, at FROM events WHERE item_id = ? ORDER BY id", (item_id,))
+        return [(r["from_state"], r["to_state"], r["at"]) for r in rows]
+
+    def problems(self) -> list[str]:
+        """Invariant violations (empty for a consistent ledger); the crash tests assert on it.
+
+        * every event chain follows :data:`TRANSITIONS` and ends in the row's state;
+        * an archived or released item has an archive path and both checksums;
+        * a released item went ``approved`` → ``archived`` → ``raw_released`` with verdict approved.
+        """
+        out = []
+        for item in self.items():
+            chain = self.history(item.id)
+            if not chain or chain[0][0] is not None or chain[0][1] != S.DISCOVERED:
+                out.append(f"item {item.id}: history does not start at discovered")
+                continue
+            for (a, b, _), (c, d, _) in zip(chain, chain[1:]):
+                if c != b or ItemState(d) not in TRANSITIONS[ItemState(c)]:
+                    out.append(f"item {item.id}: bad move {c} → {d} after {a} → {b}")
+            if chain[-1][1] != item.state:
+                out.append(f"item {item.id}: state {item.state} but last event → {chain[-1][1]}")
+            if item.state in (S.ARCHIVED, S.RAW_RELEASED) and not (
+                item.archive_path and item.sha256_raw and item.sha256_archive
+            ):
+                out.append(f"item {item.id}: {item.state} without archive path and checksums")
+            if item.state is S.RAW_RELEASED and (
+                [b for _, b, _ in chain[-3:]] != [S.APPROVED.value, S.ARCHIVED.value, S.RAW_RELEASED.value]
+                or item.verdict != "approved"
+            ):
+                out.append(f"item {item.id}: raw released without approved → archived just before")
+        return out

@@ -1,0 +1,133 @@
+"""The SQLite ledger: durable settings, allowed moves only, idempotent discovery, and a real
+process killed with SIGKILL in the middle of a transaction."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from rawgate.daemon.ledger import ItemState as S
+from rawgate.daemon.ledger import Ledger, LedgerError, StaleTransitionError
+
+
+@pytest.fixture()
+def ledger(tmp_path):
+    with Ledger(tmp_path / "ledger.sqlite") as led:
+        yield led
+
+
+def _walk_to_archived(led: Ledger, item_id: int, verdict: str = "approved") -> None:
+    led.transition(item_id, S.DISCOVERED, S.COMPLETE, size=10)
+    led.transition(item_id, S.COMPLETE, S.ENCODED, codec="noisecal:step=2", archive_path="a/x.ome.tif")
+    led.transition(item_id, S.ENCODED, S.VERIFIED, sha256_raw="r" * 64, sha256_archive="a" * 64)
+    led.transition(item_id, S.VERIFIED, S.CHECKED)
+    after = S.APPROVED if verdict == "approved" else S.REJECTED
+    led.transition(item_id, S.CHECKED, after, verdict=verdict)
+    led.transition(item_id, after, S.ARCHIVED)
+
+
+def test_durable_settings(ledger):
+    assert ledger.pragma("journal_mode") == "wal"
+    assert ledger.pragma("synchronous") == 2  # FULL
+    assert ledger.pragma("foreign_keys") == 1
+
+
+def test_discover_is_idempotent(ledger):
+    item, created = ledger.discover("/acq", "a/f1.tif", size=5, mtime_ns=7)
+    again, created2 = ledger.discover("/acq", "a/f1.tif", size=99)
+    assert created and not created2 and again.id == item.id and again.size == 5
+    assert ledger.counts()[S.DISCOVERED] == 1 and len(ledger.history(item.id)) == 1
+    assert ledger.find("/acq", "a/f1.tif").id == item.id and ledger.find("/acq", "nope") is None
+
+
+def test_full_path_and_release_needs_approval(ledger):
+    a, _ = ledger.discover("/acq", "ok.tif")
+    b, _ = ledger.discover("/acq", "bad.tif")
+    _walk_to_archived(ledger, a.id)
+    _walk_to_archived(ledger, b.id, verdict="rejected")
+    released = ledger.transition(a.id, S.ARCHIVED, S.RAW_RELEASED)
+    assert released.state is S.RAW_RELEASED
+    # a rejected item keeps its raw data, even though archived → raw_released is a listed move
+    with pytest.raises(StaleTransitionError, match="verdict is 'rejected'"):
+        ledger.transition(b.id, S.ARCHIVED, S.RAW_RELEASED)
+    assert ledger.get(b.id).state is S.ARCHIVED
+    assert ledger.problems() == []
+    assert [to for _, to, _ in ledger.history(a.id)] == [
+        "discovered", "complete", "encoded", "verified", "checked", "approved", "archived", "raw_released"]
+
+
+def test_moves_are_checked(ledger):
+    a, _ = ledger.discover("/acq", "f.tif")
+    with pytest.raises(StaleTransitionError, match="not an allowed move"):
+        ledger.transition(a.id, S.DISCOVERED, S.ARCHIVED)
+    with pytest.raises(StaleTransitionError, match="it is discovered"):
+        ledger.transition(a.id, S.COMPLETE, S.ENCODED)  # somebody else's view of the item
+    ledger.transition(a.id, S.DISCOVERED, S.COMPLETE)
+    with pytest.raises(StaleTransitionError):  # the same step twice: the second is refused
+        ledger.transition(a.id, S.DISCOVERED, S.COMPLETE)
+    with pytest.raises(ValueError, match="unknown ledger fields"):
+        ledger.transition(a.id, S.COMPLETE, S.ENCODED, colour="red")
+    assert ledger.get(a.id).state is S.COMPLETE  # the refused moves changed nothing
+
+
+def test_quarantine_and_retry(ledger):
+    a, _ = ledger.discover("/acq", "trunc.tif")
+    ledger.transition(a.id, S.DISCOVERED, S.COMPLETE)
+    q = ledger.quarantine(a.id, "truncated TIFF: 1200 of 8400 bytes")
+    assert q.state is S.QUARANTINED and "truncated" in q.reason
+    assert [i.id for i in ledger.items(S.QUARANTINED)] == [a.id]
+    r = ledger.retry(a.id)
+    assert r.state is S.DISCOVERED and r.attempts == 1 and r.reason is None
+    _walk_to_archived(ledger, a.id)
+    with pytest.raises(StaleTransitionError, match="cannot be quarantined"):
+        ledger.quarantine(a.id, "too late")
+    assert ledger.problems() == []
+
+
+def test_refuses_a_missing_folder_and_a_newer_schema(tmp_path):
+    with pytest.raises(LedgerError, match="does not exist"):
+        Ledger(tmp_path / "nope" / "ledger.sqlite")
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path).close()
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=99")
+    db.commit()
+    db.close()
+    with pytest.raises(LedgerError, match="newer than this rawgate"):
+        Ledger(path)
+
+
+def test_sigkill_inside_a_transaction_loses_nothing_committed(tmp_path):
+    """A real process commits one move, starts another and is killed -9 before its COMMIT."""
+    path = tmp_path / "ledger.sqlite"
+    with Ledger(path) as led:
+        item, _ = led.discover("/acq", "f.tif")
+    script = textwrap.dedent(f"""
+        import sys, time
+        from rawgate.daemon.ledger import Ledger, ItemState as S
+        led = Ledger({str(path)!r})
+        led.transition({item.id}, S.DISCOVERED, S.COMPLETE)            # committed
+        led._db.execute("BEGIN IMMEDIATE")                             # the next move, never committed
+        led._db.execute("UPDATE items SET state = 'encoded' WHERE id = ?", ({item.id},))
+        print("inside", flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "inside"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    with Ledger(path) as led:
+        got = led.get(item.id)
+        assert got.state is S.COMPLETE  # the committed move survived, the open one is gone
+        assert led.problems() == []
+        led.transition(item.id, S.COMPLETE, S.ENCODED)  # and the ledger is writable again
