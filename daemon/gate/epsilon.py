@@ -19,8 +19,8 @@ Three families:
   (N·n values for n objects): a segmentation is often exactly the same in raw and most replicas
   for many objects, so ε per object is discrete and heavy-tailed, and ten means or spreads of it
   say little about their own tails. Under the null a codec's n per-object ε are n draws from the
-  pooled distribution, so its mean has standard error √(v/n) and its variance √((μ₄ − v²)/n)
-  (v, μ₄: the pooled variance and fourth central moment), which :mod:`.verdict` turns into
+  pooled distribution, so its mean has standard error √(v/n) and its variance √((μ₄ − v²)/n),
+  its spread that over 2√v (v, μ₄: the pooled variance and fourth central moment), which :mod:`.verdict` turns into
   limits with a normal quantile. Per-object ε enters both at most ±:data:`OBJECT_EPSILON_CLIP`:
   beyond that an object has changed identity (a fragment joined or split off), which N and
   A_tot judge, and a single such object would otherwise decide a spread over twenty objects;

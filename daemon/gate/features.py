@@ -226,11 +226,16 @@ def noise_power(image: np.ndarray, sample: np.ndarray | None = None) -> float:
     figure between images of the same scene are meaningful (:func:`..epsilon.noise_epsilon`).
     Boundary pixels use their nearest neighbours' values (edge padding).
     """
-    x = np.asarray(image, np.float64)
-    pad = [(0, 0)] * (x.ndim - 2) + [(1, 1), (1, 1)]
-    p = np.pad(x, pad, mode="edge")
-    neighbours = p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
-    r = (x - 0.25 * neighbours).reshape(-1)
-    if sample is not None:
-        r = r[sample]
+    x = np.asarray(image)
+    if x.size == 0:
+        return 0.0
+    flat = np.arange(x.size) if sample is None else np.asarray(sample, np.intp)
+    # only the sampled pixels and their neighbours are read: no padded float copy of a 2048² frame
+    *lead, y, xx = np.unravel_index(flat, x.shape)
+    h, w = x.shape[-2:]
+
+    def at(yy: np.ndarray, xs: np.ndarray) -> np.ndarray:  # edge padding = clipped indices
+        return x[(*lead, np.clip(yy, 0, h - 1), np.clip(xs, 0, w - 1))].astype(np.float64)
+
+    r = at(y, xx) - 0.25 * (at(y - 1, xx) + at(y + 1, xx) + at(y, xx - 1) + at(y, xx + 1))
     return float(np.median(r * r)) if r.size else 0.0
