@@ -15,6 +15,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .alerts import AlertsConfig
+from .completeness import CompletenessConfig
+from .metrics import MetricsConfig
+
 __all__ = [
     "RawgateConfig",
     "ConfigError",
@@ -26,7 +30,8 @@ ENV_PREFIX = "RAWGATE_"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a refused secret (alerts) must not be echoed in an error message
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class LightConfig(_Strict):
@@ -172,12 +177,147 @@ class CompressionConfig(_Strict):
         return v
 
 
+class RuleConfig(_Strict):
+    """Which codec and calibration an item gets; the first rule that matches wins."""
+
+    match: str = Field("**", description="Glob on the item's path relative to the watched folder")
+    metadata: dict[str, str | float | int] = Field(
+        default_factory=dict,
+        description="Micro-Manager/OME metadata that must match, {key: value} (e.g. {Camera: Andor})",
+    )
+    codec: str | None = Field(None, description="Codec spec; null: compression.codec")
+    camera: str | None = Field(
+        None, description="Camera name or serial the calibration must be of; null: any that fits the frames"
+    )
+
+    @field_validator("codec")
+    @classmethod
+    def _codec(cls, v: str | None) -> str | None:
+        return None if v is None else _check_codec_spec(v)
+
+
+class WatchConfig(_Strict):
+    """One watched acquisition folder."""
+
+    path: Path = Field(description="Acquisition folder (the root of the items)")
+    name: str | None = Field(
+        None, description="Sub-folder of the archive for this folder's copies; null: the folder's name"
+    )
+    network_mount: bool = Field(
+        False, description="SMB/NFS mount: poll instead of inotify (no events arrive from other hosts)"
+    )
+    poll_interval_s: float = Field(5.0, gt=0, description="Polling period for network mounts [s]")
+    completeness: CompletenessConfig = CompletenessConfig()
+    sequence_globs: list[str] = Field(
+        default_factory=list, description="Folders (globs) that hold one image sequence each"
+    )
+    ignore_globs: list[str] = Field(default_factory=list, description="Names never treated as items")
+    rules: list[RuleConfig] = Field(default_factory=lambda: [RuleConfig()])
+
+    @property
+    def archive_name(self) -> str:
+        return self.name or self.path.name
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and (not v or "/" in v or v in (".", "..") or v.startswith(".")):
+            raise ValueError(f"{v!r}: a plain folder name (no '/', not hidden)")
+        return v
+
+
+class CalibrationUseConfig(_Strict):
+    """Which noise model the daemon uses, and when it refuses one."""
+
+    dirs: list[Path] = Field(
+        default_factory=list,
+        description="Folders searched (recursively) for *.rgnoise; empty: calibration.output_dir",
+    )
+    max_age_days: float = Field(30.0, gt=0, description="Older calibrations are stale [days]")
+    on_stale: Literal["lossless", "use"] = Field(
+        "lossless", description="A stale calibration: archive losslessly (and alert) or use it (and alert)"
+    )
+    on_drift: Literal["lossless", "use"] = Field(
+        "lossless", description="Newest calibration drifted from the previous one beyond calibration.drift"
+    )
+
+
+class GateUseConfig(_Strict):
+    """The ε spot check on sampled frames (see ``rawgate check``)."""
+
+    enabled: bool = True
+    first_frame: bool = Field(True, description="Always check the first plane of every item")
+    fraction: float = Field(0.0, ge=0, le=1, description="Seeded fraction of the other planes checked")
+    max_frames: int = Field(4, ge=1, description="At most this many planes checked per item")
+    seed: int = 0
+    replicas: int = Field(10, ge=3)
+    tiles: int | None = Field(1, ge=1, description="Seeded tiles per plane; null: the whole plane")
+    tile_size: int = Field(512, ge=16, description="Tile edge [pixels]")
+    segmenter: str | None = Field(
+        None, description="The lab's segmenter: a .skops model file or an entry-point name; null: model-free ε only"
+    )
+    false_reject_rate: float = Field(0.002, gt=0, lt=0.5)
+    html_report: bool = Field(False, description="Also write each check's HTML report with plots (slower)")
+
+
+class RetentionConfig(_Strict):
+    """What happens to raw data once an approved, verified copy is archived."""
+
+    keep_days: float = Field(14.0, ge=0, description="Keep raw this long after archiving [days]; 0: release at once")
+    action: Literal["delete", "move", "keep"] = "delete"
+    holding_dir: Path | None = Field(None, description="Where `move` puts raw data (mirroring the tree)")
+
+    @model_validator(mode="after")
+    def _holding(self) -> "RetentionConfig":
+        if self.action == "move" and self.holding_dir is None:
+            raise ValueError("action `move` needs a `holding_dir`")
+        return self
+
+
+class WorkersConfig(_Strict):
+    processes: int = Field(2, ge=1, le=256, description="Worker processes")
+    queue_size: int = Field(4, ge=1, description="Items handed to workers at once (backpressure)")
+
+
+class DaemonConfig(_Strict):
+    """`rawgate run`: the watched folders, the archive and how items get there."""
+
+    state_dir: Path = Field(Path("rawgate-state"), description="Ledger, lock and reports (a local disk)")
+    archive_dir: Path = Field(Path("archive"), description="Archive root (a BagIt bag: data/<folder>/…)")
+    watch: list[WatchConfig] = Field(default_factory=list)
+    calibrations: CalibrationUseConfig = CalibrationUseConfig()
+    gate: GateUseConfig = GateUseConfig()
+    retention: RetentionConfig = RetentionConfig()
+    workers: WorkersConfig = WorkersConfig()
+    rescan_interval_s: float = Field(300.0, gt=0, description="Reconciliation scan period [s]")
+    alerts: AlertsConfig = AlertsConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "DaemonConfig":
+        names = [w.archive_name for w in self.watch]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"watched folders share archive names {dup}: give each a distinct `name`")
+        roots = [w.path.resolve() for w in self.watch]
+        arch = self.archive_dir.resolve()
+        for r in roots:
+            if arch == r or arch.is_relative_to(r) or r.is_relative_to(arch):
+                raise ValueError(f"the archive {arch} and the watched folder {r} must not contain each other")
+        for a in roots:
+            for b in roots:
+                if a != b and a.is_relative_to(b):
+                    raise ValueError(f"watched folder {a} lies inside watched folder {b}")
+        return self
+
+
 class RawgateConfig(_Strict):
     """The whole configuration file."""
 
     version: Literal[1] = 1
     calibration: CalibrationConfig = CalibrationConfig()
     compression: CompressionConfig = CompressionConfig()
+    daemon: DaemonConfig = DaemonConfig()
 
 
 class ConfigError(ValueError):
@@ -259,4 +399,27 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         if isinstance(inst, dict) and isinstance(inst.get("config_file"), str):
             if not Path(inst["config_file"]).is_absolute():
                 inst["config_file"] = str(base / inst["config_file"])
+    dmn = data.get("daemon")
+    if isinstance(dmn, dict):
+        def rel(d: dict, key: str) -> None:
+            if isinstance(d.get(key), str) and not Path(d[key]).is_absolute():
+                d[key] = str(base / d[key])
+
+        rel(dmn, "state_dir")
+        rel(dmn, "archive_dir")
+        for w in dmn.get("watch") or []:
+            if isinstance(w, dict):
+                rel(w, "path")
+        ret = dmn.get("retention")
+        if isinstance(ret, dict):
+            rel(ret, "holding_dir")
+        cal_use = dmn.get("calibrations")
+        if isinstance(cal_use, dict) and isinstance(cal_use.get("dirs"), list):
+            cal_use["dirs"] = [str(base / d) if isinstance(d, str) and not Path(d).is_absolute() else d
+                               for d in cal_use["dirs"]]
+        gate = dmn.get("gate")
+        if isinstance(gate, dict) and isinstance(gate.get("segmenter"), str):
+            seg = gate["segmenter"]
+            if seg.endswith(".skops") and not Path(seg).is_absolute():
+                gate["segmenter"] = str(base / seg)
     return data

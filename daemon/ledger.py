@@ -62,7 +62,8 @@ TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
 }
 
 #: Columns a transition may set besides the state.
-FIELDS = ("kind", "size", "mtime_ns", "codec", "archive_path", "sha256_raw", "sha256_archive", "verdict", "reason")
+FIELDS = ("kind", "size", "mtime_ns", "codec", "archive_path", "sha256_raw", "sha256_archive", "verdict", "reason",
+          "note", "report_path", "raw_bytes", "archive_bytes", "complete_at", "archived_at")
 
 _SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -80,6 +81,12 @@ CREATE TABLE IF NOT EXISTS items (
     sha256_archive TEXT,
     verdict TEXT,
     reason TEXT,
+    note TEXT,
+    report_path TEXT,
+    raw_bytes INTEGER,
+    archive_bytes INTEGER,
+    complete_at REAL,
+    archived_at REAL,
     attempts INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
@@ -108,7 +115,11 @@ class StaleTransitionError(LedgerError):
 
 @dataclass(frozen=True)
 class Item:
-    """One row of the ledger (times are Unix seconds; sizes bytes; mtime nanoseconds)."""
+    """One row of the ledger (times are Unix seconds; sizes bytes; mtime nanoseconds).
+
+    ``reason`` says why an item is quarantined; ``note`` why it went to the lossless fallback or
+    what its verdict rests on; ``report_path`` is its ε report (JSON), if checked.
+    """
 
     id: int
     root: str
@@ -123,6 +134,12 @@ class Item:
     sha256_archive: str | None
     verdict: str | None
     reason: str | None
+    note: str | None
+    report_path: str | None
+    raw_bytes: int | None
+    archive_bytes: int | None
+    complete_at: float | None
+    archived_at: float | None
     attempts: int
     created_at: float
     updated_at: float

@@ -31,6 +31,10 @@ OME-TIFF
   :data:`TIFF_TAG_MODEL` (65401, UNDEFINED: ``CodecMaps.to_bytes()``). The OME-XML carries the
   axes and physical sizes for every OME reader. (Not Micro-Manager's own tag 51123: tifffile
   then takes the file for a Micro-Manager stack and logs header errors on every read.)
+* Streaming: :func:`write_ome_tiff` also takes a :class:`~rawgate.daemon.planes.PlaneStack`
+  (a 4 GiB Micro-Manager stack is never held in memory): planes are pulled one at a time and
+  coded in a bounded window, and :func:`read_ome_tiff_planes` decodes one page at a time.
+  The finished file is fsynced before it is renamed over ``path`` and the directory after.
 * :func:`read_ome_tiff` registers the file's maps (model hash checked) and reads with tifffile,
   so a file decodes with nothing but itself and rawgate. A bare ``tifffile.imread`` cannot see the
   model tag (a decompressor only receives the segment bytes), so in a process where neither the
@@ -82,14 +86,16 @@ import json
 import os
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Self
 
 import numpy as np
 import tifffile
+from rawgate.calibration._files import fsync_replace
 from rawgate.calibration.model import ModelError, NoiseModel
+from rawgate.daemon.planes import PlaneStack
 
 from ._stream import CorruptStreamError, peek_header
 from .base import Codec, CodecError, get_codec
@@ -104,8 +110,10 @@ __all__ = [
     "TIFF_TAG_INFO",
     "TIFF_TAG_MODEL",
     "ContainerError",
+    "OmeTiffPlanes",
     "RawgateZarrCodec",  # noqa: F822  (built on first access: see __getattr__)
     "read_ome_tiff",
+    "read_ome_tiff_planes",
     "read_ome_zarr",
     "register_tifffile",
     "write_ome_tiff",
@@ -315,9 +323,16 @@ def _encode_stream(codec: Codec, a: np.ndarray) -> bytes:
     return codec.encode(a)
 
 
-def _encode_planes(codec: Codec, planes: np.ndarray) -> Iterator[bytes]:
-    """Encoded planes in order; a bounded window of planes coded in parallel threads."""
-    if _needs_model(codec) or len(planes) == 1:
+def _encode_planes(codec: Codec, planes: Iterable[np.ndarray],
+                   n_planes: int | None = None) -> Iterator[bytes]:
+    """Encoded planes in order; a bounded window of planes coded in parallel threads.
+
+    ``planes`` may be a generator (pulled lazily: at most ``2 * n_workers()`` planes are read
+    ahead of the one being written); ``n_planes`` is its length when ``len()`` cannot tell.
+    """
+    if n_planes is None:
+        n_planes = len(planes) if hasattr(planes, "__len__") else None  # type: ignore[arg-type]
+    if _needs_model(codec) or n_planes == 1:
         for p in planes:  # kernels are parallel inside
             yield _encode_stream(codec, p)
         return
@@ -326,6 +341,7 @@ def _encode_planes(codec: Codec, planes: np.ndarray) -> Iterator[bytes]:
         window: deque = deque()
         for p in planes:
             window.append(pool.submit(codec.encode, p))
+            del p  # the pool's work item holds the plane only until it is coded
             if len(window) >= 2 * nw:
                 yield window.popleft().result()
         while window:
@@ -374,36 +390,86 @@ def register_tifffile() -> None:
     tifffile.TIFF.DECOMPRESSORS._codecs[TIFF_COMPRESSION] = _tiff_decompress_missing_model
 
 
+def _is_plane_stack(data: Any) -> bool:
+    return isinstance(data, PlaneStack) and not isinstance(data, np.ndarray)
+
+
+def _stack_planes(stack: Any, n: int, shape: tuple[int, int], dtype: np.dtype) -> Iterator[np.ndarray]:
+    """The planes of a :class:`PlaneStack`, pulled one at a time and checked against its shape."""
+    for i in range(n):
+        p = np.ascontiguousarray(stack.plane(i))
+        if p.shape != shape or p.dtype != dtype:
+            raise ContainerError(
+                f"plane {i} of the stack is {p.dtype}{p.shape}; the stack declares {dtype}{shape}"
+            )
+        yield p
+        del p
+
+
+def _stack_defaults(stack: Any, axes: str | None, metadata: Any,
+                    physical_sizes: Any) -> tuple[str | None, Any, Any]:
+    """Axes, metadata and physical sizes of a stack where the caller gave none.
+
+    Sizes the stack knows for axes it lacks (a ``Z`` step of a time series) or that are not
+    positive numbers are dropped; sizes the caller gives are checked as for an array.
+    """
+    if axes is None:
+        axes = getattr(stack, "axes", None) or None
+    if metadata is None:
+        metadata = getattr(stack, "metadata", None) or None
+    if physical_sizes is None:
+        ax = str(axes or _DEFAULT_AXES.get(len(stack.shape), "")).upper()
+        physical_sizes = {}
+        for k, v in (getattr(stack, "physical_sizes", None) or {}).items():
+            try:
+                fv = float(v)
+            except (TypeError, ValueError):
+                continue
+            if len(str(k)) == 1 and str(k).upper() in ax and np.isfinite(fv) and fv > 0:
+                physical_sizes[str(k).upper()] = fv
+    return axes, metadata, physical_sizes
+
+
 def write_ome_tiff(
     path: str | os.PathLike,
-    data: np.ndarray,
+    data: Any,
     codec: Codec | str | dict,
     *,
     axes: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     physical_sizes: Mapping[str, float] | None = None,
     noise_model: NoiseModel | None = None,
+    opener: Callable[[Path], IO[bytes]] | None = None,
 ) -> Path:
     """Write ``data`` as an OME-TIFF whose planes are rawgate streams (one strip per plane).
 
     Parameters
     ----------
     path
-        Output file (``.ome.tif``); written to a temporary file and renamed over ``path``.
+        Output file (``.ome.tif``); written to the temporary file ``.{name}.{pid}.partial``
+        beside it, fsynced, renamed over ``path``, and the directory fsynced. On any error the
+        temporary file is removed and ``path`` is untouched.
     data
-        ``(..., Y, X)`` array; every ``(Y, X)`` plane becomes one TIFF page with one segment.
+        ``(..., Y, X)`` array, or a :class:`~rawgate.daemon.planes.PlaneStack`, whose planes are
+        then read one at a time (never the whole stack: at most ``2 * n_workers()`` planes are
+        read ahead of the one being written). Every ``(Y, X)`` plane becomes one TIFF page with
+        one segment.
     codec
         A rawgate codec, spec string (``"noisecal:step=2"``) or config dict.
     axes
         OME axes: distinct letters from ``T``, ``C``, ``Z`` (any order) followed by ``YX``.
-        Default by dimensions: ``YX``, ``TYX``, ``TZYX``, ``TCZYX``.
+        Default: a stack's own axes, else by dimensions: ``YX``, ``TYX``, ``TZYX``, ``TCZYX``.
     metadata
-        Micro-Manager (or any JSON) metadata, carried over unchanged.
+        Micro-Manager (or any JSON) metadata, carried over unchanged (default: a stack's own).
     physical_sizes
         ``{"X": µm, "Y": µm, "Z": µm, "T": s}`` (any subset of the axes present), written to the
-        OME-XML (``PhysicalSizeX/Y/Z``, ``TimeIncrement``).
+        OME-XML (``PhysicalSizeX/Y/Z``, ``TimeIncrement``). Default: a stack's own (those of
+        axes it has).
     noise_model
         The model for ``noisecal`` (unless the codec carries it); stored once in the file.
+    opener
+        ``opener(tmp_path)`` opens the temporary file for writing (a seekable binary file,
+        closed here); default: tifffile opens it. The archive uses this for fault injection.
 
     Returns
     -------
@@ -411,17 +477,39 @@ def write_ome_tiff(
         The path written.
     """
     path = Path(path)
-    data, ax, sizes, mm, seg_codec, model = _prepare_write(
-        data, axes, physical_sizes, metadata, codec, noise_model, ngff=False)
-    H, W = data.shape[-2:]
+    if _is_plane_stack(data):
+        stack = data
+        axes, metadata, physical_sizes = _stack_defaults(stack, axes, metadata, physical_sizes)
+        shape = tuple(int(s) for s in stack.shape)
+        dtype = np.dtype(stack.dtype)
+        ax = _check_axes(axes, len(shape), ngff=False)
+        sizes = _check_physical_sizes(physical_sizes, ax)
+        mm = _metadata_json(metadata)
+        n_planes = int(np.prod(shape[:-2], dtype=np.int64))
+        if int(np.prod(shape, dtype=np.int64)) == 0:
+            raise ContainerError(f"empty image (shape {shape})")
+        if int(stack.n_planes) != n_planes:
+            raise ContainerError(f"the stack has {stack.n_planes} planes, its shape {shape} "
+                                 f"{n_planes}")
+        seg_codec, model = _prepare_codec(codec, noise_model, shape[-2:])
+        H, W = shape[-2:]
+        planes: Iterable[np.ndarray] = _stack_planes(stack, n_planes, (H, W), dtype)
+    else:
+        data, ax, sizes, mm, seg_codec, model = _prepare_write(
+            data, axes, physical_sizes, metadata, codec, noise_model, ngff=False)
+        shape, dtype = tuple(data.shape), data.dtype
+        H, W = shape[-2:]
+        planes = data.reshape(-1, H, W)
+        n_planes = len(planes)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     model_bytes = _model_payload(model) if model is not None else None
     info = {
         "format": FORMAT_TIFF,
         "version": FORMAT_VERSION,
         "codec": seg_codec.spec,
         "codec_config": seg_codec.get_config(),
-        "dtype": data.dtype.str,
-        "shape": list(data.shape),
+        "dtype": dtype.str,
+        "shape": list(shape),
         "axes": ax,
         "physical_sizes": sizes,
         "model_sha256": model_sha256(model) if model is not None else None,
@@ -441,22 +529,27 @@ def write_ome_tiff(
         ome["TimeIncrement"] = sizes["T"]
         ome["TimeIncrementUnit"] = "s"
 
-    planes = data.reshape(-1, H, W)
-    bigtiff = data.nbytes + len(model_bytes or b"") > 2**32 - 2**26
+    bigtiff = nbytes + len(model_bytes or b"") > 2**32 - 2**26
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        with tifffile.TiffWriter(tmp, bigtiff=bigtiff, ome=True, byteorder="<") as tw:
-            # tifffile accepts only COMPRESSION enum values: write the streams as pre-encoded
-            # segments under the zstd tag, then rewrite the tag (below).
-            tw.write(
-                _encode_planes(seg_codec, planes), shape=data.shape, dtype=data.dtype,
-                compression="zstd", rowsperstrip=H, photometric="minisblack",
-                metadata=ome, extratags=extratags, software="rawgate",
-            )
+        fh = opener(tmp) if opener is not None else None
+        try:
+            with tifffile.TiffWriter(fh if fh is not None else tmp, bigtiff=bigtiff, ome=True,
+                                     byteorder="<") as tw:
+                # tifffile accepts only COMPRESSION enum values: write the streams as
+                # pre-encoded segments under the zstd tag, then rewrite the tag (below).
+                tw.write(
+                    _encode_planes(seg_codec, planes, n_planes), shape=shape, dtype=dtype,
+                    compression="zstd", rowsperstrip=H, photometric="minisblack",
+                    metadata=ome, extratags=extratags, software="rawgate",
+                )
+        finally:
+            if fh is not None:
+                fh.close()
         with tifffile.TiffFile(tmp, mode="r+b") as tif:
             for page in tif.pages:
                 page.tags[259].overwrite(TIFF_COMPRESSION)  # type: ignore[union-attr]
-        os.replace(tmp, path)
+        fsync_replace(tmp, path)  # fsync the file, rename, fsync the directory
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -483,6 +576,31 @@ def _ome_physical_sizes(ome_xml: str | None) -> dict[str, float]:
     return out
 
 
+def _tiff_info_register_model(tif: tifffile.TiffFile, path: Path) -> dict[str, Any]:
+    """The rawgate info of an open OME-TIFF (``{}`` for a foreign one), after registering the
+    noise-model maps it stores (model hash checked)."""
+    page0 = tif.pages.first
+    tag = page0.tags.get(TIFF_TAG_INFO)
+    info: dict[str, Any] = {}
+    if tag is not None:
+        try:
+            info = json.loads(tag.value)
+        except (TypeError, ValueError) as e:
+            raise ContainerError(f"{path}: rawgate tag {TIFF_TAG_INFO} is corrupted: {e}") from e
+        if not isinstance(info, dict) or info.get("format") != FORMAT_TIFF:
+            raise ContainerError(f"{path}: tag {TIFF_TAG_INFO} is not rawgate metadata")
+        if int(info.get("version", 0)) > FORMAT_VERSION:
+            raise ContainerError(
+                f"{path}: rawgate OME-TIFF version {info['version']} is newer than this "
+                f"rawgate ({FORMAT_VERSION}); upgrade"
+            )
+    mtag = page0.tags.get(TIFF_TAG_MODEL)
+    if mtag is not None:
+        _register_stored_model(mtag.value, info.get("model_sha256"),
+                               f"{path} (noise model in TIFF tag {TIFF_TAG_MODEL})")
+    return info
+
+
 def read_ome_tiff(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     """Read an OME-TIFF written by :func:`write_ome_tiff` (or any OME-TIFF tifffile reads).
 
@@ -497,25 +615,7 @@ def read_ome_tiff(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     """
     path = Path(path)
     with tifffile.TiffFile(path) as tif:
-        page0 = tif.pages.first
-        tag = page0.tags.get(TIFF_TAG_INFO)
-        info: dict[str, Any] = {}
-        if tag is not None:
-            try:
-                info = json.loads(tag.value)
-            except (TypeError, ValueError) as e:
-                raise ContainerError(f"{path}: rawgate tag {TIFF_TAG_INFO} is corrupted: {e}") from e
-            if info.get("format") != FORMAT_TIFF:
-                raise ContainerError(f"{path}: tag {TIFF_TAG_INFO} is not rawgate metadata")
-            if int(info.get("version", 0)) > FORMAT_VERSION:
-                raise ContainerError(
-                    f"{path}: rawgate OME-TIFF version {info['version']} is newer than this "
-                    f"rawgate ({FORMAT_VERSION}); upgrade"
-                )
-        mtag = page0.tags.get(TIFF_TAG_MODEL)
-        if mtag is not None:
-            _register_stored_model(mtag.value, info.get("model_sha256"),
-                                   f"{path} (noise model in TIFF tag {TIFF_TAG_MODEL})")
+        info = _tiff_info_register_model(tif, path)
         series = tif.series[0]
         a = series.asarray()
         physical = _ome_physical_sizes(tif.ome_metadata)
@@ -538,6 +638,138 @@ def read_ome_tiff(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
         "model_sha256": info.get("model_sha256"),
     }
     return a, meta
+
+
+class OmeTiffPlanes:
+    """A rawgate OME-TIFF read lazily, one decoded ``(Y, X)`` page at a time (a
+    :class:`~rawgate.daemon.planes.PlaneStack`).
+
+    Made by :func:`read_ome_tiff_planes`; holds the file open until :meth:`close` (or the end of
+    a ``with`` block). Only the page asked for is read and decoded, so a 4 GiB stack is checked
+    with one plane in memory.
+
+    Attributes
+    ----------
+    shape, dtype, axes, metadata, physical_sizes
+        As in :class:`~rawgate.daemon.planes.PlaneStack`; ``metadata`` is the Micro-Manager
+        metadata stored in the file (``{}`` if none).
+    info
+        ``{"axes", "physical_sizes", "micromanager", "codec", "codec_config", "model_sha256"}``,
+        as :func:`read_ome_tiff` returns.
+    path
+        The file.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._tif = tifffile.TiffFile(self.path)
+        try:
+            rg = _tiff_info_register_model(self._tif, self.path)
+            pages = self._tif.pages
+            pages.cache = False  # keep no decoded page objects around
+            if rg:
+                self.shape = tuple(int(s) for s in rg["shape"])
+                self.dtype = np.dtype(rg["dtype"])
+                self.axes = str(rg["axes"])
+            else:
+                series = self._tif.series[0]
+                self.shape = tuple(int(s) for s in series.shape)
+                self.dtype = np.dtype(series.dtype)
+                self.axes = str(series.axes)
+            if len(self.shape) < 2:
+                raise ContainerError(f"{self.path}: not an image stack (shape {self.shape})")
+            self._n = int(np.prod(self.shape[:-2], dtype=np.int64))
+            self._rawgate = bool(rg)
+            n_pages = len(pages)
+            if n_pages != self._n:
+                raise CorruptStreamError(
+                    f"{self.path}: {n_pages} TIFF pages, the file describes {self._n} planes "
+                    f"of shape {self.shape}"
+                )
+            physical = _ome_physical_sizes(self._tif.ome_metadata)
+            self.physical_sizes = physical or dict(rg.get("physical_sizes") or {})
+            self.metadata = dict(rg.get("micromanager") or {})
+            self.info = {
+                "axes": self.axes,
+                "physical_sizes": self.physical_sizes,
+                "micromanager": rg.get("micromanager"),
+                "codec": rg.get("codec"),
+                "codec_config": rg.get("codec_config"),
+                "model_sha256": rg.get("model_sha256"),
+            }
+        except BaseException:
+            self._tif.close()
+            raise
+
+    @property
+    def n_planes(self) -> int:
+        """Number of ``(Y, X)`` planes (TIFF pages)."""
+        return self._n
+
+    def plane(self, index: int) -> np.ndarray:
+        """Decode page ``index`` (C order over the leading axes) to a ``(Y, X)`` array.
+
+        Raises
+        ------
+        CorruptStreamError
+            The page's stream is damaged or decodes to another dtype or shape than the file
+            describes.
+        """
+        if not 0 <= index < self._n:
+            raise IndexError(f"plane {index} of {self._n}")
+        page = self._tif.pages[index]
+        H, W = self.shape[-2:]
+        if self._rawgate and getattr(page, "compression", None) == TIFF_COMPRESSION:
+            offsets, counts = page.dataoffsets, page.databytecounts
+            if len(offsets) != 1:
+                raise CorruptStreamError(f"{self.path}: page {index} has {len(offsets)} "
+                                         "segments, rawgate writes one per page")
+            fh = self._tif.filehandle
+            fh.seek(offsets[0])
+            data = fh.read(counts[0])
+            if len(data) != counts[0]:
+                raise CorruptStreamError(f"{self.path}: page {index} is truncated")
+            try:
+                a = _decode_stream(None, data)
+            except CorruptStreamError as e:
+                raise CorruptStreamError(f"{self.path}: page {index}: {e}") from e
+        else:
+            a = page.asarray()
+        if a.dtype != self.dtype or a.size != H * W:
+            raise CorruptStreamError(
+                f"{self.path}: page {index} decodes to {a.dtype}{a.shape}, the file describes "
+                f"{self.dtype}{(H, W)} planes"
+            )
+        return a.reshape(H, W)
+
+    def close(self) -> None:
+        """Close the file."""
+        self._tif.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(self._n):
+            yield self.plane(i)
+
+
+def read_ome_tiff_planes(path: str | os.PathLike) -> OmeTiffPlanes:
+    """Open an OME-TIFF written by :func:`write_ome_tiff` for lazy reading, one page at a time.
+
+    The noise-model maps stored in the file are checked and registered first (as
+    :func:`read_ome_tiff` does). Use it in a ``with`` block, or call ``close()``.
+
+    Returns
+    -------
+    OmeTiffPlanes
+        A :class:`~rawgate.daemon.planes.PlaneStack` whose ``plane(i)`` decodes page ``i``,
+        with the file's ``info`` dict.
+    """
+    return OmeTiffPlanes(path)
 
 
 # ====================================================================== OME-Zarr v3

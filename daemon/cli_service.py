@@ -1,0 +1,190 @@
+"""``rawgate run``, ``rawgate status``, ``rawgate retry`` and ``rawgate quarantine list``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ._cli_common import EXIT_BAD_INPUT, _fail, _user_errors, console, err
+from .config import RawgateConfig, load_config
+
+quarantine_app = typer.Typer(help="Items the daemon set aside, with the reason.", no_args_is_help=True)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML config file")]
+
+
+def _config(path: Path) -> RawgateConfig:
+    return load_config(path)
+
+
+def _ledger(cfg: RawgateConfig, must_exist: bool = True):
+    from .ledger import Ledger
+    from .pipeline import LEDGER_NAME
+
+    path = cfg.daemon.state_dir / LEDGER_NAME
+    if must_exist and not path.exists():
+        _fail(f"no ledger at {path}: `rawgate run` has not run with this configuration yet")
+    return Ledger(path)
+
+
+def run(
+    config: ConfigOpt,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+) -> None:
+    """Run the daemon in the foreground (systemd Type=notify; stop with SIGTERM or Ctrl-C)."""
+    from .service import Service, ServiceError
+
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with _user_errors():
+        cfg = _config(config)
+        stop = threading.Event()
+
+        def _stop(signum, _frame) -> None:
+            logging.getLogger("rawgate.service").info("signal %d: stopping", signum)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        try:
+            Service(cfg).run(stop)
+        except ServiceError as e:
+            _fail(str(e))
+
+
+def status(
+    config: ConfigOpt,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    recent: Annotated[int, typer.Option(help="list this many most recent items")] = 10,
+) -> None:
+    """Items by state, whether the daemon runs, and the most recent items."""
+    from .ledger import ItemState
+    from .service import STATUS_NAME, lock_held
+
+    with _user_errors():
+        cfg = _config(config)
+        with _ledger(cfg) as ledger:
+            counts = {s.value: n for s, n in ledger.counts().items()}
+            items = ledger._db.execute(  # noqa: SLF001 - read-only listing
+                "SELECT * FROM items ORDER BY updated_at DESC LIMIT ?", (recent,)).fetchall()
+            rows = [dict(r) for r in items]
+            raw = sum(r.raw_bytes or 0 for r in ledger.items(ItemState.ARCHIVED, ItemState.RAW_RELEASED))
+            arch = sum(r.archive_bytes or 0 for r in ledger.items(ItemState.ARCHIVED, ItemState.RAW_RELEASED))
+        pid = lock_held(cfg.daemon.state_dir)
+        st_path = cfg.daemon.state_dir / STATUS_NAME
+        daemon = json.loads(st_path.read_text()) if st_path.exists() else {}
+    ratio = raw / arch if arch else None
+    if json_out:
+        console.print_json(json.dumps({"running": pid is not None, "pid": pid, "counts": counts,
+                                       "raw_bytes": raw, "archived_bytes": arch, "compression_ratio": ratio,
+                                       "daemon": daemon, "recent": rows}, default=str))
+        return
+    console.print(f"daemon: {'[green]running[/] (pid ' + str(pid) + ')' if pid else '[yellow]not running[/]'}"
+                  + (f" — {daemon.get('status')}" if pid and daemon.get("status") else ""))
+    t = Table(title="items by state")
+    t.add_column("state")
+    t.add_column("items", justify="right")
+    for k, v in counts.items():
+        t.add_row(k, str(v), style="red" if k == "quarantined" and v else None)
+    console.print(t)
+    if ratio:
+        console.print(f"archived {raw / 1e6:.1f} MB of raw data in {arch / 1e6:.1f} MB (ratio {ratio:.2f})")
+    if rows:
+        r = Table(title=f"{len(rows)} most recent")
+        for col in ("id", "item", "state", "verdict", "codec", "archive", "note / reason"):
+            r.add_column(col)
+        for row in rows:
+            r.add_row(str(row["id"]), row["relpath"], row["state"], row["verdict"] or "", row["codec"] or "",
+                      row["archive_path"] or "", row["reason"] or row["note"] or "")
+        console.print(r)
+
+
+def retry(
+    item: Annotated[str, typer.Argument(help="item id, or its path (relative to its watched folder, or absolute)")],
+    config: ConfigOpt,
+) -> None:
+    """Send a quarantined item back to the start; a running daemon picks it up within seconds."""
+    from .ledger import ItemState, StaleTransitionError
+
+    with _user_errors():
+        cfg = _config(config)
+        with _ledger(cfg) as ledger:
+            found = _find(ledger, cfg, item)
+            if found.state is not ItemState.QUARANTINED:
+                _fail(f"item {found.id} ({found.relpath}) is {found.state}, not quarantined")
+            try:
+                ledger.retry(found.id)
+            except StaleTransitionError as e:
+                _fail(str(e))
+    console.print(f"item {found.id} ({found.relpath}) will be processed again")
+
+
+def _find(ledger, cfg: RawgateConfig, key: str):
+    if key.isdigit():
+        try:
+            return ledger.get(int(key))
+        except KeyError:
+            _fail(f"no item {key} in the ledger", EXIT_BAD_INPUT)
+    p = Path(key)
+    for w in cfg.daemon.watch:
+        root = w.path.resolve()
+        rel = None
+        if p.is_absolute():
+            try:
+                rel = p.resolve().relative_to(root).as_posix() if p.exists() else p.relative_to(root).as_posix()
+            except ValueError:
+                continue
+        else:
+            rel = p.as_posix()
+        hit = ledger.find(str(root), rel)
+        if hit is not None:
+            return hit
+    _fail(f"no item {key!r} in the ledger")
+
+
+def quarantine_list(
+    config: ConfigOpt,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Every quarantined item with its reason."""
+    from .ledger import ItemState
+
+    with _user_errors():
+        cfg = _config(config)
+        with _ledger(cfg) as ledger:
+            items = ledger.items(ItemState.QUARANTINED)
+    if json_out:
+        console.print_json(json.dumps([{"id": i.id, "root": i.root, "relpath": i.relpath, "reason": i.reason,
+                                        "attempts": i.attempts, "since": i.updated_at} for i in items]))
+        return
+    if not items:
+        console.print("[green]nothing quarantined[/]")
+        return
+    t = Table(title=f"{len(items)} quarantined item(s) — `rawgate retry ID` after fixing the cause")
+    for col in ("id", "folder", "item", "since", "reason"):
+        t.add_column(col)
+    for i in items:
+        t.add_row(str(i.id), i.root, i.relpath, time.strftime("%Y-%m-%d %H:%M", time.localtime(i.updated_at)),
+                  i.reason or "")
+    console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the daemon's commands to the ``rawgate`` app."""
+    app.command()(run)
+    app.command()(status)
+    app.command()(retry)
+    quarantine_app.command("list")(quarantine_list)
+    app.add_typer(quarantine_app, name="quarantine")
+
+
+__all__ = ["register", "err", "Optional"]

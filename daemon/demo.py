@@ -1,0 +1,188 @@
+"""``rawgate demo``, second half: the daemon on the simulated microscope.
+
+After the calibration (``cli.demo``), this starts the service on a temporary tree beside the
+output, acquires multi-dimensional acquisitions (T × Z) through pymmcore-plus's MDA engine into
+OME-TIFF in the watched folder (pymmcore-plus ``OMETiffWriter``; a ``.done`` sentinel written when
+each acquisition has finished is the lab's handshake), and waits until the daemon has compressed,
+verified, ε-checked and archived them. One acquisition goes to a folder whose rule uses a plain
+lossy codec (JPEG), so the demo also shows a rejection: lossless fallback, raw kept, alert.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymmcore_plus.experimental.unicore import StageDevice
+
+from .config import RawgateConfig
+
+__all__ = ["DemoItem", "run_daemon_demo"]
+
+log = logging.getLogger("rawgate.demo")
+
+#: The demo's acquisitions: (relative path, codec rule note). A rule sends ``lossy-trial/`` to JPEG.
+ACQUISITIONS = ("cells_t3_z3.ome.tif", "lossy-trial/cells_t3_z3.ome.tif")
+LOSSY_TRIAL_CODEC = "jpeg:ratio=30"
+
+
+class DemoFocus(StageDevice):
+    """A Z focus drive for the simulated microscope (the simulated sample is thin: position only
+    changes the stage coordinate recorded in the metadata)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._z = 0.0
+
+    def set_position_um(self, val: float) -> None:
+        self._z = float(val)
+
+    def get_position_um(self) -> float:
+        return self._z
+
+    def set_origin(self) -> None:
+        self._z = 0.0
+
+
+@dataclass
+class DemoItem:
+    relpath: str
+    state: str
+    verdict: str | None
+    codec: str | None
+    ratio: float | None
+    archive_path: str | None
+    raw: str
+    note: str | None
+    report: str | None
+
+
+def _train_segmenter(inst: Any, out: Path, exposure_ms: float) -> Path:
+    """The lab's segmentation model for the demo: a pixel classifier trained on one snap of the
+    dense-cell sample against the simulation's ground truth (no network, a few seconds)."""
+    from rawgate.calibration.scenes import dense_cells
+
+    from .gate.segmenter import train_pixel_classifier
+
+    img = inst.snap(1)[0]
+    truth = dense_cells(img.shape, seed=0).labels
+    labels = np.where(truth > 0, 2, 1).astype(np.uint8)
+    clf = train_pixel_classifier(img, labels, n_trees=24, max_depth=12, max_samples=60_000, min_object_px=20)
+    return clf.save(out / "cells-segmenter.skops")
+
+
+def _acquire(core: Any, path: Path) -> int:
+    """A T × Z acquisition through the MDA engine into an OME-TIFF; returns the frames written."""
+    import useq
+    from pymmcore_plus.mda.handlers import OMETiffWriter
+
+    seq = useq.MDASequence(time_plan={"interval": 0, "loops": 3}, z_plan={"range": 4.0, "step": 2.0},
+                           axis_order="tpzc")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    core.mda.run(seq, output=OMETiffWriter(str(path)))
+    (path.parent / f"{path.name}.done").write_text("acquisition finished\n")  # the handshake
+    return len(list(seq))
+
+
+def demo_daemon_config(out: Path, model_dir: Path, segmenter: Path | None) -> RawgateConfig:
+    """The demo's daemon settings (all paths under ``out``)."""
+    return RawgateConfig.model_validate({
+        "version": 1,
+        "compression": {"codec": "noisecal:step=2", "fallback_codec": "jpegxl:effort=1"},
+        "daemon": {
+            "state_dir": str(out / "state"),
+            "archive_dir": str(out / "archive"),
+            "watch": [{
+                "path": str(out / "acquisition"), "name": "scope1",
+                "completeness": {"sentinel": "{name}.done"},
+                "rules": [{"match": "lossy-trial/*", "codec": LOSSY_TRIAL_CODEC}, {"match": "**"}],
+            }],
+            "calibrations": {"dirs": [str(model_dir)]},
+            "gate": {"replicas": 10, "tiles": 1, "tile_size": 256, "first_frame": True,
+                     "segmenter": str(segmenter) if segmenter else None, "html_report": True},
+            "retention": {"keep_days": 0, "action": "move", "holding_dir": str(out / "raw-released")},
+            "workers": {"processes": 2, "queue_size": 2},
+            "metrics": {"enabled": False},
+            "alerts": {"log": True},
+        },
+    })
+
+
+def run_daemon_demo(out: Path, model_dir: Path, *, seed: int, shape: tuple[int, int], bit_depth: int,
+                    timeout_s: float = 150.0) -> tuple[list[DemoItem], RawgateConfig]:
+    """Start the daemon, acquire, wait for the archive; returns one row per item."""
+    from rawgate.calibration.instruments import SimulatedInstrument
+
+    from .ledger import ItemState, Ledger
+    from .pipeline import LEDGER_NAME
+    from .service import Service
+
+    out = Path(out)
+    (out / "acquisition").mkdir(parents=True, exist_ok=True)
+    inst = SimulatedInstrument(seed=seed, shape=shape, bit_depth=bit_depth)
+    try:
+        core = inst.core
+        core.loadPyDevice("Focus", DemoFocus())
+        core.initializeDevice("Focus")
+        core.setFocusDevice("Focus")
+        core.setProperty("Camera", "Sample", "dense cells")
+        core.setProperty("LED", "Intensity", 10.0)
+        core.setExposure(10.0)
+        segmenter = _train_segmenter(inst, out, 10.0)
+        cfg = demo_daemon_config(out, model_dir, segmenter)
+        stop = threading.Event()
+        service = Service(cfg)
+        errors: list[BaseException] = []
+
+        def serve() -> None:
+            try:
+                service.run(stop)
+            except BaseException as e:  # noqa: BLE001 - reported by the caller
+                errors.append(e)
+                stop.set()
+
+        th = threading.Thread(target=serve, name="rawgate-service", daemon=True)
+        th.start()
+        status = cfg.daemon.state_dir / "status.json"
+        t0 = time.monotonic()
+        while not status.exists() and not errors and time.monotonic() - t0 < 60:
+            time.sleep(0.1)
+        for rel in ACQUISITIONS:
+            _acquire(core, out / "acquisition" / rel)
+    finally:
+        inst.close()
+    done = (ItemState.ARCHIVED, ItemState.RAW_RELEASED, ItemState.QUARANTINED)
+    ledger_path = cfg.daemon.state_dir / LEDGER_NAME
+    try:
+        while time.monotonic() - t0 < timeout_s and not errors:
+            if ledger_path.exists():
+                with Ledger(ledger_path) as led:
+                    items = led.items()
+                    if len(items) >= len(ACQUISITIONS) and all(i.state in done for i in items):
+                        break
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        th.join(timeout=90)
+    if errors:
+        raise errors[0]
+    rows = []
+    with Ledger(ledger_path) as led:
+        for i in led.items():
+            ratio = (i.raw_bytes / i.archive_bytes) if i.raw_bytes and i.archive_bytes else None
+            raw = {"raw_released": f"moved to raw-released/scope1/{i.relpath}",
+                   "archived": "kept (not approved)"}.get(i.state.value, "kept")
+            report = None
+            if i.report_path:
+                html = sorted(Path(i.report_path).parent.glob(f"{i.id}/plane-*/report.html"))
+                report = str(html[0]) if html else i.report_path
+            rows.append(DemoItem(i.relpath, i.state.value, i.verdict, i.codec, ratio, i.archive_path, raw,
+                                 i.reason or i.note, report))
+    (out / "daemon-summary.json").write_text(json.dumps([r.__dict__ for r in rows], indent=1))
+    return rows, cfg

@@ -1,0 +1,508 @@
+"""The work on one item, from ``complete`` to ``raw_released``, one ledger state at a time.
+
+:func:`advance` runs in a worker process. It reads the item's state from the ledger, does that
+state's step, and records the move *before* the next step starts::
+
+    complete  → encoded   the copy written (staged) in the archive's `.rawgate-staging/`
+    encoded   → verified  the staged copy re-read from disk and decoded, plane by plane; SHA-256
+                          of the raw files and of the copy recorded
+    verified  → checked   ε spot check of sampled planes (raw vs the decoded copy) → verdict
+    checked   → approved | rejected
+    approved  → archived  the staged copy moved into the archive tree (atomic rename)
+    rejected  → archived  a lossless fallback copy written, verified bit-exact and moved in
+    archived  → raw_released   only for an approved item once the retention time has passed,
+                               after re-hashing the raw files against the recorded digests
+
+Every step is idempotent (its outputs are at deterministic paths and atomic), so a crash at any
+point is recovered by running the step again; the ledger's compare-and-set makes a second worker
+on the same item stop at its first move. Problems with the item itself (unreadable, truncated,
+shape unlike the calibration, disk full, deleted mid-way) quarantine it with a reason.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import signal
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rawgate.calibration._files import atomic_write, to_jsonable
+from rawgate.calibration.drift import DriftTolerances
+from rawgate.calibration.model import ModelMismatchError
+
+from .archive import (
+    ArchiveError, DiskFullError, archive_relpath, promote, release_raw, sha256_file, verify_copy, write_copy,
+)
+from .calibrations import ModelLibrary, select_model
+from .codecs import get_codec
+from .config import RawgateConfig, RuleConfig, WatchConfig
+from .ledger import Item, ItemState, Ledger, StaleTransitionError
+from .sources import ItemRef, SourceError, UnsafePathError, item_files, open_stack
+
+__all__ = ["Outcome", "Quarantine", "Worker", "advance", "sample_planes", "staging_dir", "LEDGER_NAME"]
+
+log = logging.getLogger("rawgate.pipeline")
+S = ItemState
+LEDGER_NAME = "ledger.sqlite"
+STAGING = ".rawgate-staging"
+#: A copy that fails verification this many times quarantines the item.
+MAX_VERIFY_FAILURES = 2
+
+
+class Quarantine(Exception):
+    """The item itself is the problem: quarantine it with this reason (and alert)."""
+
+    def __init__(self, reason: str, severity: str = "warning") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.severity = severity
+
+
+@dataclass
+class Outcome:
+    """What one :func:`advance` call did, for the service's alerts and metrics (picklable)."""
+
+    item_id: int
+    relpath: str = ""
+    root: str = ""
+    state: str = ""
+    verdict: str | None = None
+    reason: str | None = None
+    note: str | None = None
+    raw_bytes: int = 0
+    archive_bytes: int = 0
+    latency_s: float | None = None
+    epsilons: list[tuple[str, str, float]] = field(default_factory=list)
+    calibration: tuple[str, float] | None = None
+    alerts: list[dict[str, str]] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+
+    def alert(self, key: str, severity: str, title: str, text: str) -> None:
+        self.alerts.append({"key": key, "severity": severity, "title": title, "text": text})
+
+
+def staging_dir(cfg: RawgateConfig) -> Path:
+    """Staged copies live on the archive's filesystem, so moving one in is an atomic rename."""
+    return cfg.daemon.archive_dir / STAGING
+
+
+def sample_planes(n_planes: int, *, first_frame: bool, fraction: float, max_frames: int, seed: int,
+                  key: str) -> list[int]:
+    """Plane indices the ε check looks at: the first plane (if asked) plus a seeded fraction.
+
+    The choice depends only on ``seed`` and ``key`` (the item's path), so a re-run after a crash
+    checks the same planes.
+    """
+    rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+    picks = [0] if first_frame and n_planes > 0 else []
+    if n_planes > 1 and fraction > 0:
+        others = np.flatnonzero(rng.random(n_planes - 1) < fraction) + 1
+        picks += [int(i) for i in rng.permutation(others)]
+    if not picks and n_planes > 0:
+        picks = [int(rng.integers(n_planes))]
+    return sorted(picks[:max_frames])
+
+
+def _digest_files(root: Path, files: list[Path]) -> tuple[str, dict[str, str]]:
+    """Per-file SHA-256 and the item's digest (the file's own for one file; otherwise SHA-256 over
+    the sorted ``"<sha256>  <relpath>\\n"`` lines, as :func:`rawgate.daemon.archive.sha256_files`)."""
+    per = {Path(f).relative_to(root).as_posix(): sha256_file(f) for f in files}
+    if len(per) == 1:
+        return next(iter(per.values())), per
+    h = hashlib.sha256()
+    for rel in sorted(per):
+        h.update(f"{per[rel]}  {rel}\n".encode())
+    return h.hexdigest(), per
+
+
+def _set_parent_death_signal() -> None:
+    """Linux: die with the daemon. A worker orphaned by ``kill -9`` must not keep writing while a
+    restarted daemon redoes the same item (the ledger would refuse its moves, but not its files)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+    except OSError:
+        pass
+
+
+class Worker:
+    """Per-process state: the config, a ledger connection, the calibrations and the segmenter."""
+
+    def __init__(self, cfg: RawgateConfig) -> None:
+        self.cfg = cfg
+        d = cfg.daemon
+        self.ledger = Ledger(d.state_dir / LEDGER_NAME)
+        dirs = d.calibrations.dirs or [cfg.calibration.output_dir]
+        self.library = ModelLibrary(dirs)
+        self._segmenter: Any = None
+        self._watch = {str(w.path.resolve()): w for w in d.watch}
+        dr = cfg.calibration.drift
+        self.drift = DriftTolerances(dr.gain_rel, dr.read_noise_rel, dr.offset_adu, dr.new_bad_pixel_fraction)
+
+    def watch_of(self, item: Item) -> WatchConfig:
+        try:
+            return self._watch[item.root]
+        except KeyError:
+            raise Quarantine(f"{item.root} is no longer a watched folder in the configuration") from None
+
+    def segmenter(self) -> Any:
+        spec = self.cfg.daemon.gate.segmenter
+        if spec and self._segmenter is None:
+            from .gate.segmenter import load_segmenter
+
+            self._segmenter = load_segmenter(spec)
+        return self._segmenter
+
+    def staged(self, item: Item, fallback: bool = False) -> Path:
+        return staging_dir(self.cfg) / f"{item.id}{'.fallback' if fallback else ''}.ome.tif"
+
+    def final(self, item: Item, watch: WatchConfig) -> Path:
+        return self.cfg.daemon.archive_dir / "data" / watch.archive_name / archive_relpath(item.relpath, item.kind)
+
+
+# ---------------------------------------------------------------------------------------- steps
+def _rule(watch: WatchConfig, relpath: str, metadata: dict[str, Any]) -> RuleConfig:
+    flat = dict(metadata.get("Summary", {}) or {}) if isinstance(metadata.get("Summary"), dict) else {}
+    flat.update({k: v for k, v in metadata.items() if not isinstance(v, (dict, list))})
+    for r in watch.rules:
+        if not (fnmatch.fnmatch(relpath, r.match) or r.match == "**"):
+            continue
+        if all(str(flat.get(k)) == str(v) for k, v in r.metadata.items()):
+            return r
+    raise Quarantine(f"no rule of {watch.path} matches {relpath}")
+
+
+def _needs_model(codec: Any) -> bool:
+    """Codecs with a noise model (noisecal) carry an ``embed_model`` field."""
+    return "embed_model" in getattr(codec, "__dataclass_fields__", {})
+
+
+def _injected_pause(step: str, relpath: str) -> None:
+    """Test hook: ``RAWGATE_INJECT_FAULTS=pause:<step>:<name part>=<s>`` sleeps before ``step``
+    of items whose path contains ``name part`` (lets a test delete a file mid-processing)."""
+    for f in os.environ.get("RAWGATE_INJECT_FAULTS", "").split(","):
+        parts = f.strip().split(":")
+        if len(parts) == 3 and parts[0] == "pause" and parts[1] == step and "=" in parts[2]:
+            name, secs = parts[2].split("=", 1)
+            if name in relpath:
+                time.sleep(float(secs))
+
+
+def _encode(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
+    cfg = w.cfg
+    _injected_pause("encode", item.relpath)
+    ref = ItemRef(item.relpath, item.kind)
+    with open_stack(Path(item.root), ref) as stack:
+        h, wd = stack.shape[-2:]
+        rule = _rule(watch, item.relpath, stack.metadata)
+        spec = rule.codec or cfg.compression.codec
+        codec = get_codec(spec)
+        model = None
+        note = None
+        model_path = None
+        if _needs_model(codec):
+            cu = cfg.daemon.calibrations
+            sel = select_model(w.library.models(), (h, wd), camera=rule.camera, max_age_days=cu.max_age_days,
+                               on_stale=cu.on_stale, on_drift=cu.on_drift, drift=w.drift)
+            if sel.model is not None and sel.age_days is not None:
+                out.calibration = (sel.model.identity.serial, sel.age_days)
+            if sel.action == "quarantine":
+                raise Quarantine(sel.problems[0])
+            for p in sel.problems:
+                out.alert(f"calibration:{p[:60]}", "warning", "calibration problem", p)
+            if sel.action == "lossless":
+                spec = cfg.compression.fallback_codec
+                note = "; ".join(sel.problems)
+            else:
+                model = sel.model
+                model_path = sel.path
+                try:
+                    model.check_frame(stack.plane(0))
+                except ModelMismatchError as e:
+                    raise Quarantine(str(e)) from None
+        copy = write_copy(stack, w.staged(item), spec, noise_model=model)
+    w.ledger.transition(item.id, S.COMPLETE, S.ENCODED, detail={"model": model_path, "staged": str(copy.path)},
+                        codec=copy.codec, raw_bytes=copy.raw_nbytes, archive_bytes=copy.nbytes, note=note)
+
+
+def _verify(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
+    staged = w.staged(item)
+    ref = ItemRef(item.relpath, item.kind)
+    root = Path(item.root)
+    if not staged.is_file():
+        w.ledger.transition(item.id, S.ENCODED, S.COMPLETE, detail={"redo": "staged copy missing"})
+        return
+    codec = get_codec(item.codec)
+    with open_stack(root, ref) as stack:
+        res = verify_copy(staged, stack, lossless=codec.lossless)
+    if not res.ok:
+        failures = sum(1 for a, b, _ in w.ledger.history(item.id) if a == S.ENCODED and b == S.COMPLETE)
+        staged.unlink(missing_ok=True)
+        if failures + 1 >= MAX_VERIFY_FAILURES:
+            raise Quarantine(f"the archive copy failed verification {failures + 1} times: {res.reason}", "critical")
+        w.ledger.transition(item.id, S.ENCODED, S.COMPLETE, detail={"redo": f"verification failed: {res.reason}"})
+        return
+    digest, per_file = _digest_files(root, item_files(root, ref))
+    w.ledger.transition(item.id, S.ENCODED, S.VERIFIED, sha256_raw=digest, sha256_archive=sha256_file(staged),
+                        detail={"files": per_file, "max_abs_error": res.max_abs_error,
+                                "mean_error": res.mean_error})
+
+
+def _event_detail(w: Worker, item: Item, to_state: ItemState) -> dict[str, Any]:
+    row = w.ledger._db.execute(  # noqa: SLF001 - the ledger's own connection, read-only query
+        "SELECT detail FROM events WHERE item_id = ? AND to_state = ? ORDER BY id DESC LIMIT 1",
+        (item.id, to_state.value)).fetchone()
+    return json.loads(row["detail"]) if row and row["detail"] else {}
+
+
+def _check(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
+    from .codecs.containers import read_ome_tiff_planes
+    from .gate.check import GateConfig, spot_check
+    from .gate.verdict import VerdictPolicy
+
+    g = w.cfg.daemon.gate
+    codec = get_codec(item.codec)
+    report_path = None
+    if codec.lossless:
+        verdict = "rejected" if item.note else "approved"
+        note = item.note or "lossless: the copy is bit-exact"
+    elif not g.enabled:
+        verdict, note = "unchecked", "ε check disabled: raw data are kept"
+    else:
+        model_path = _event_detail(w, item, S.ENCODED).get("model")
+        models = dict(w.library.models())
+        model = models.get(model_path) if model_path else None
+        if model is None:
+            raise Quarantine(f"the calibration used to encode ({model_path}) is no longer readable")
+        gcfg = GateConfig(n_replicas=g.replicas, seed=g.seed, tiles=g.tiles, tile_size=g.tile_size,
+                          policy=VerdictPolicy(false_reject_rate=g.false_reject_rate))
+        ref = ItemRef(item.relpath, item.kind)
+        reports = []
+        failing: list[str] = []
+        decoded = read_ome_tiff_planes(w.staged(item))
+        try:
+            with open_stack(Path(item.root), ref) as stack:
+                planes = sample_planes(stack.n_planes, first_frame=g.first_frame, fraction=g.fraction,
+                                       max_frames=g.max_frames, seed=g.seed, key=item.relpath)
+                for i in planes:
+                    rep = spot_check(stack.plane(i), decoded.plane(i), model, w.segmenter(), gcfg,
+                                     meta={"item": item.relpath, "plane": i, "codec": item.codec})
+                    reports.append({"plane": i, **rep.to_dict()})
+                    if g.html_report:
+                        from .gate.report import write_report
+
+                        write_report(rep, w.cfg.daemon.state_dir / "reports" / str(item.id) / f"plane-{i}")
+                    for s in rep.stats:
+                        out.epsilons.append((s.name, s.family, float(s.value)))
+                    if not rep.verdict.passed:
+                        failing += [f"plane {i}: {j.name}" for j in rep.verdict.judged if j.judged and not j.passed]
+        finally:
+            decoded.close()
+        verdict = "approved" if not failing else "rejected"
+        note = (f"ε within the camera noise on {len(planes)} sampled plane(s)" if not failing
+                else "ε outside the camera noise: " + ", ".join(failing[:8]) + (" …" if len(failing) > 8 else ""))
+        rdir = w.cfg.daemon.state_dir / "reports"
+        rdir.mkdir(parents=True, exist_ok=True)
+        report_file = rdir / f"{item.id}.epsilon.json"
+        data = json.dumps(to_jsonable({"item": item.relpath, "root": item.root, "planes": reports}), default=float)
+        atomic_write(report_file, lambda fh: fh.write(data.encode()))
+        report_path = str(report_file)
+    w.ledger.transition(item.id, S.VERIFIED, S.CHECKED, verdict=verdict, note=note, report_path=report_path)
+    nxt = S.REJECTED if verdict == "rejected" else S.APPROVED
+    w.ledger.transition(item.id, S.CHECKED, nxt)
+    if verdict == "rejected":
+        out.alert(f"rejected:{item.root}/{item.relpath}", "warning", f"rejected: {item.relpath}",
+                  f"{note}. Archived with the lossless fallback; raw data kept.")
+
+
+def _place(w: Worker, item: Item, staged: Path, final: Path, sha: str) -> None:
+    """Move the verified staged copy into the archive tree (idempotent), then re-check it."""
+    if staged.is_file() and final.is_file() and sha256_file(final) != sha and not _is_ours(w, item, final):
+        raise Quarantine(f"the archive path {final} already holds another item's copy", "critical")
+    promote(staged, final)
+    if not final.is_file():
+        raise Quarantine(f"the staged copy of {item.relpath} is gone and the archive has none", "critical")
+    if sha256_file(final) != sha:
+        raise Quarantine(f"the archived copy {final} does not match its verified checksum", "critical")
+
+
+def _is_ours(w: Worker, item: Item, final: Path) -> bool:
+    rel = final.relative_to(w.cfg.daemon.archive_dir).as_posix()
+    row = w.ledger._db.execute("SELECT id FROM items WHERE archive_path = ?", (rel,)).fetchone()  # noqa: SLF001
+    return row is None or row["id"] == item.id
+
+
+def _archive_approved(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
+    final = w.final(item, watch)
+    _place(w, item, w.staged(item), final, item.sha256_archive or "")
+    w.ledger.transition(item.id, S.APPROVED, S.ARCHIVED, archive_path=final.relative_to(w.cfg.daemon.archive_dir).as_posix(),
+                        archived_at=time.time())
+
+
+def _archive_rejected(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
+    cfg = w.cfg
+    final = w.final(item, watch)
+    staged, sha, codec_spec, nbytes = w.staged(item), item.sha256_archive or "", item.codec, item.archive_bytes
+    if not get_codec(item.codec).lossless:
+        fb = w.staged(item, fallback=True)
+        ref = ItemRef(item.relpath, item.kind)
+        with open_stack(Path(item.root), ref) as stack:
+            copy = write_copy(stack, fb, cfg.compression.fallback_codec)
+            res = verify_copy(fb, stack, lossless=True)
+        if not res.ok:
+            fb.unlink(missing_ok=True)
+            raise Quarantine(f"the lossless fallback copy failed verification: {res.reason}", "critical")
+        staged, sha, codec_spec, nbytes = fb, copy.sha256, copy.codec, copy.nbytes
+    _place(w, item, staged, final, sha)
+    w.staged(item).unlink(missing_ok=True)
+    w.ledger.transition(item.id, S.REJECTED, S.ARCHIVED, archive_path=final.relative_to(cfg.daemon.archive_dir).as_posix(),
+                        sha256_archive=sha, codec=codec_spec, archive_bytes=nbytes, archived_at=time.time())
+
+
+def release_due(cfg: RawgateConfig, item: Item, now: float | None = None) -> bool:
+    """Whether an archived item's raw data may go now (approved, retention time passed)."""
+    r = cfg.daemon.retention
+    if item.state is not S.ARCHIVED or item.verdict != "approved" or r.action == "keep":
+        return False
+    now = time.time() if now is None else now
+    return now - (item.archived_at or now) >= r.keep_days * 86400.0
+
+
+def _release(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
+    """Re-hash the raw files against the digests recorded at verification; release only those."""
+    if not release_due(w.cfg, item):
+        raise _Stop
+    root = Path(item.root)
+    recorded: dict[str, str] = _event_detail(w, item, S.VERIFIED).get("files", {})
+    files = [root / rel for rel in recorded if (root / rel).exists()]
+    changed = [f for f in files if sha256_file(f) != recorded[f.relative_to(root).as_posix()]]
+    if changed:
+        out.alert(f"changed:{item.root}/{item.relpath}", "warning", f"raw data changed after archiving: {item.relpath}",
+                  f"{len(changed)} file(s) differ from the archived copy; they are kept, not released.")
+        raise _Stop
+    w.ledger.transition(item.id, S.ARCHIVED, S.RAW_RELEASED,
+                        detail={"action": w.cfg.daemon.retention.action, "files": len(files)})
+    finish_release(w, w.ledger.get(item.id))
+
+
+def finish_release(w: Worker, item: Item) -> int:
+    """Delete/move the raw files of a released item that still match their recorded digests
+    (redoes a release a crash interrupted). Returns how many files went."""
+    r = w.cfg.daemon.retention
+    root = Path(item.root)
+    recorded: dict[str, str] = _event_detail(w, item, S.VERIFIED).get("files", {})
+    files = [root / rel for rel in recorded if (root / rel).is_file()]
+    files = [f for f in files if sha256_file(f) == recorded[f.relative_to(root).as_posix()]]
+    if not files:
+        return 0
+    holding = None if r.holding_dir is None else r.holding_dir / w.watch_of(item).archive_name
+    release_raw(root, files, action="move" if r.action == "move" else "delete", holding_dir=holding)
+    return len(files)
+
+
+class _Stop(Exception):
+    """Nothing more to do for this item now."""
+
+
+STEPS = {
+    S.COMPLETE: _encode,
+    S.ENCODED: _verify,
+    S.VERIFIED: _check,
+    S.APPROVED: _archive_approved,
+    S.REJECTED: _archive_rejected,
+    S.ARCHIVED: _release,
+}
+
+
+def _quarantine_reason(e: BaseException) -> tuple[str, str]:
+    if isinstance(e, Quarantine):
+        return e.reason, e.severity
+    if isinstance(e, DiskFullError):
+        return str(e), "critical"
+    if isinstance(e, (SourceError, UnsafePathError, ModelMismatchError)):
+        return str(e), "warning"
+    if isinstance(e, FileNotFoundError):
+        return f"file disappeared during processing: {e.filename or e}", "warning"
+    if isinstance(e, PermissionError):
+        return f"permission denied: {e.filename or e}", "warning"
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"archive disk full: {e}", "critical"
+    if isinstance(e, ArchiveError):
+        return str(e), "critical"
+    return f"internal error ({type(e).__name__}): {e}", "critical"
+
+
+def advance(w: Worker, item_id: int) -> Outcome:
+    """Run the item's steps until it is archived (or released, rejected-and-archived, quarantined).
+
+    Never raises for a problem with the item: it is quarantined and the outcome says why.
+    """
+    item = w.ledger.get(item_id)
+    out = Outcome(item_id, item.relpath, item.root)
+    try:
+        watch = w.watch_of(item)
+        while True:
+            item = w.ledger.get(item_id)
+            step = STEPS.get(item.state)
+            if step is None:
+                break
+            out.steps.append(item.state.value)
+            step(w, item, watch, out)
+    except (_Stop, StaleTransitionError) as e:
+        if isinstance(e, StaleTransitionError):
+            log.info("item %d moved on elsewhere: %s", item_id, e)
+    except Exception as e:  # noqa: BLE001 - every failure of an item ends in quarantine, never in a dead worker
+        reason, severity = _quarantine_reason(e)
+        if severity == "critical" and not isinstance(e, (Quarantine, DiskFullError)):
+            log.exception("item %d (%s)", item_id, item.relpath)
+        try:
+            w.ledger.quarantine(item_id, reason)
+            out.alert(f"quarantined:{item.root}/{item.relpath}", severity, f"quarantined: {item.relpath}", reason)
+        except StaleTransitionError as e2:
+            log.warning("item %d could not be quarantined: %s", item_id, e2)
+        for p in (w.staged(item), w.staged(item, fallback=True)):
+            p.unlink(missing_ok=True)
+    item = w.ledger.get(item_id)
+    out.state, out.verdict, out.reason, out.note = item.state.value, item.verdict, item.reason, item.note
+    if item.state in (S.ARCHIVED, S.RAW_RELEASED) and ({"approved", "rejected"} & set(out.steps)):
+        out.raw_bytes, out.archive_bytes = item.raw_bytes or 0, item.archive_bytes or 0
+        if item.complete_at and item.archived_at:
+            out.latency_s = item.archived_at - item.complete_at
+    return out
+
+
+# ------------------------------------------------------------------------- worker process glue
+_WORKER: Worker | None = None
+
+
+def init_worker(config_json: str) -> None:
+    """ProcessPoolExecutor initializer: build this process's :class:`Worker`."""
+    global _WORKER
+    _set_parent_death_signal()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the service decides when to stop
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s [worker]: %(message)s")
+    _WORKER = Worker(RawgateConfig.model_validate_json(config_json))
+
+
+def run_in_worker(item_id: int) -> Outcome:
+    """Entry point of a pool job."""
+    assert _WORKER is not None, "init_worker did not run"
+    return advance(_WORKER, item_id)
+
+
+def finish_release_in_worker(item_id: int) -> int:
+    assert _WORKER is not None, "init_worker did not run"
+    return finish_release(_WORKER, _WORKER.ledger.get(item_id))

@@ -1,0 +1,260 @@
+"""The daemon end to end: a real ``rawgate run`` subprocess on a temporary tree.
+
+Real watchdog observers, real SQLite ledger, real archive files, real webhook receiver on
+127.0.0.1, real metrics endpoint; the daemon is stopped with SIGTERM and killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import sqlite3
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from rawgate.daemon.archive import check_bag, sha256_file
+from rawgate.daemon.codecs.containers import read_ome_tiff
+from rawgate.daemon.ledger import Ledger
+
+from daemon_harness import Tree, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def tree(tmp_path):
+    t = Tree(tmp_path)
+    yield t
+    t.close()
+
+
+def _ledger(t: Tree) -> Ledger:
+    return Ledger(t.state / "ledger.sqlite")
+
+
+def _archived_once(t: Tree, n: int) -> None:
+    """Every item has exactly one ARCHIVED move, one archive file, and a verified checksum."""
+    with _ledger(t) as led:
+        assert led.problems() == []
+        items = led.items()
+        assert len(items) == n, [i.relpath for i in items]
+        for it in items:
+            assert it.state.value in ("archived", "raw_released"), (it.relpath, it.state, it.reason)
+            moves = [b for _, b, _ in led.history(it.id)]
+            assert moves.count("archived") == 1, (it.relpath, moves)
+            copy = t.archive / it.archive_path
+            assert copy.is_file()
+            assert sha256_file(copy) == it.sha256_archive
+            if it.state.value == "raw_released":
+                assert it.verdict == "approved"
+    copies = [p for p in (t.archive / "data").rglob("*") if p.is_file()]
+    assert len(copies) == n, sorted(str(p) for p in copies)[:20]
+
+
+def test_items_arriving_while_down_and_live_are_archived_and_raw_released(tree):
+    t = tree
+    before = [t.write_tiff(f"day1/a{i}.tif") for i in range(3)]  # arrive while the daemon is down
+    t.start()
+    st = t.wait_ready()
+    live = [t.write_tiff(f"day1/b{i}.tif", atomic=False) for i in range(2)]  # written in place
+    live.append(t.write_tiff("day2/stack.tif", planes=3))
+    wait_until(lambda: t.counts()["raw_released"] == 6, 120, "6 items released")
+    _archived_once(t, 6)
+    for p in before + live:
+        assert not p.exists(), f"{p} should have been released"
+    # the copies decode to the frames' shape; the bag manifest checks out
+    a, meta = read_ome_tiff(t.archive / "data/scope/day2/stack.ome.tif")
+    assert a.shape == (3, 64, 64) and a.dtype == np.uint16
+    wait_until(lambda: (t.archive / "manifest-sha256.txt").exists()
+               and len((t.archive / "manifest-sha256.txt").read_text().splitlines()) == 6, 30, "manifest")
+    assert check_bag(t.archive) == []
+    # metrics scraped over HTTP
+    port = st["metrics_port"]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    from prometheus_client.parser import text_string_to_metric_families
+
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    wait_until(lambda: 'rawgate_items{state="raw_released"} 6.0' in urllib.request.urlopen(
+        f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode(), 10, "metrics to show 6 released")
+    assert "rawgate_epsilon" in fams and "rawgate_compression_ratio" in fams
+    ratio = [s.value for s in fams["rawgate_compression_ratio"].samples][0]
+    # status and a clean stop; the metric is the ledger's raw bytes over archived bytes (64² frames
+    # are too small for a good ratio: each copy carries the calibration maps it decodes with)
+    s = t.status()
+    assert s["running"] and s["counts"]["quarantined"] == 0
+    assert ratio == pytest.approx(s["compression_ratio"], rel=1e-6) and ratio > 0
+    assert t.stop() == 0
+    assert check_bag(t.archive) == []  # (checked once the daemon stopped rewriting the bag files)
+    assert not t.status()["running"]
+    assert not t.webhook.received, t.webhook.received  # nothing to alert about
+    assert not any((t.archive / ".rawgate-staging").glob("*"))
+
+
+def test_bad_inputs_are_quarantined_with_a_reason_and_an_alert(tree, tmp_path):
+    t = tree
+    (t.acq / "empty.tif").write_bytes(b"")
+    good = t.write_tiff("ok/good.tif")
+    trunc = t.write_tiff("trunc.tif", planes=4)
+    trunc.write_bytes(trunc.read_bytes()[: trunc.stat().st_size // 2])
+    (t.acq / "notes.txt").write_text("not an image\n")
+    secret = t.write_tiff("secret.tif")
+    os.chmod(secret, 0)
+    tifffile.imwrite(t.acq / "small.tif", np.zeros((32, 32), np.uint16))  # unlike the 64×64 calibration
+    outside = tmp_path / "outside.tif"
+    tifffile.imwrite(outside, t.frames(1)[0])
+    os.symlink(outside, t.acq / "link.tif")
+    t.write_tiff("vanish/deleteme.tif", planes=2)
+    # the worker pauses before encoding deleteme.tif, so the test can delete it mid-processing
+    t.start(drop_dac=True, RAWGATE_INJECT_FAULTS="pause:encode:deleteme=3")
+    t.wait_ready()
+    wait_until(lambda: t.counts()["complete"] + t.counts()["encoded"] >= 1 or not (t.acq / "vanish/deleteme.tif").exists(),
+               60, "deleteme.tif to be taken up")
+    time.sleep(0.5)
+    (t.acq / "vanish/deleteme.tif").unlink()
+    expect = {
+        "empty.tif": "empty file",
+        "trunc.tif": "truncated",
+        "notes.txt": "not an image",
+        "secret.tif": "permission denied",
+        "small.tif": "does not match the calibration",
+        "link.tif": "outside the watched root",
+        "vanish/deleteme.tif": "disappeared",
+    }
+    wait_until(lambda: t.counts()["quarantined"] >= len(expect), 120, "every bad input quarantined")
+    r = t.cli("quarantine", "list", "--json")
+    assert r.returncode == 0, r.stderr
+    got = {q["relpath"]: q["reason"] for q in json.loads(r.stdout)}
+    for rel, words in expect.items():
+        assert rel in got, (rel, got)
+        assert words in got[rel].lower(), (rel, got[rel])
+    wait_until(lambda: t.counts()["raw_released"] == 1, 60, "the good file to be archived")
+    assert not good.exists()
+    assert t.proc.poll() is None, "the daemon must keep running"
+    # each quarantine raised an alert at the webhook
+    wait_until(lambda: len(t.webhook.received) >= len(expect), 30, "alerts")
+    alerted = " ".join(t.webhook.texts())
+    for rel in expect:
+        assert rel in alerted, rel
+    # raw data of every quarantined item is untouched
+    assert (t.acq / "empty.tif").exists() and trunc.exists() and secret.exists()
+    assert t.stop() == 0
+
+
+def test_archive_disk_full_quarantines_then_retry_archives(tree):
+    t = tree
+    p = t.write_tiff("big.tif", planes=2)
+    t.start(RAWGATE_INJECT_FAULTS="enospc:write")
+    t.wait_ready()
+    wait_until(lambda: t.counts()["quarantined"] == 1, 60, "the item to be quarantined")
+    with _ledger(t) as led:
+        it = led.items()[0]
+        assert "disk full" in it.reason.lower() or "enospc" in it.reason.lower(), it.reason
+    wait_until(lambda: t.webhook.received, 20, "an alert")
+    assert any(r.get("severity") == "critical" for r in t.webhook.received)
+    assert t.proc.poll() is None and p.exists()
+    assert not [q for q in t.archive.rglob("*") if q.is_file() and q.suffix in (".tif", ".partial")]
+    assert t.stop() == 0
+    t.start()  # the disk has room again
+    t.wait_ready()
+    r = t.cli("retry", "big.tif")
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: t.counts()["raw_released"] == 1, 60, "the retried item to be archived")
+    with _ledger(t) as led:
+        assert led.items()[0].attempts == 1 and led.problems() == []
+    assert t.stop() == 0
+
+
+def test_a_copy_of_1000_files_at_once_loses_none(tmp_path):
+    """cp -r of 1 000 files into the watched folder: every file becomes exactly one archived item
+    (lossless rule: this test is about the watcher and the ledger, not the codec)."""
+    t = Tree(tmp_path, daemon={"watch": [{"path": str(tmp_path / "acq"), "name": "scope",
+                                           "completeness": {"quiet_period_s": 1.0},
+                                           "rules": [{"match": "**", "codec": "zstd"}]}],
+                                "workers": {"processes": 2, "queue_size": 8}})
+    try:
+        src = tmp_path / "incoming"
+        src.mkdir()
+        frame = t.frames(1)[0]
+        for i in range(1000):
+            tifffile.imwrite(src / f"f{i:04d}.tif", frame + np.uint16(i % 7))
+        t.start()
+        t.wait_ready()
+        shutil.copytree(src, t.acq / "run1")
+        wait_until(lambda: t.counts()["raw_released"] == 1000, 600, "1000 items archived", poll_s=2)
+        _archived_once(t, 1000)
+        assert t.stop() == 0
+    finally:
+        t.close()
+
+
+def _proc_states(pgid: int) -> list[str]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields: state ppid pgrp …
+            out.append(fields[0])
+    return out
+
+
+def test_kill_9_at_20_random_points_of_a_500_file_run(tmp_path):
+    """Kill -9 the daemon at ≥ 20 random moments while 500 files arrive; restart each time.
+    Every item ends archived exactly once, no raw file goes without a verified copy, and the
+    ledger's invariants hold."""
+    t = Tree(tmp_path, daemon={"workers": {"processes": 2, "queue_size": 4}})
+    rng = random.Random(20261123)
+    n_files, kills = 500, 0
+    done_writing = threading.Event()
+
+    def writer() -> None:
+        for i in range(n_files):
+            t.write_tiff(f"run/{i // 100:02d}/f{i:03d}.tif", atomic=bool(i % 3))
+            if i % 25 == 0:
+                time.sleep(0.2)
+        done_writing.set()
+
+    th = threading.Thread(target=writer)
+    try:
+        t.start()
+        t.wait_ready()
+        th.start()
+        while kills < 20 or not done_writing.is_set():
+            time.sleep(rng.uniform(0.5, 4.0))
+            pid = t.proc.pid
+            t.kill9(main_only=True)
+            kills += 1
+            # the workers die with the main process (parent-death signal): no orphan keeps writing
+            wait_until(lambda: not [s for s in _proc_states(pid) if s != "Z"], 15, "orphaned workers to die")
+            # raw data is never released before its verified copy exists
+            with _ledger(t) as led:
+                for it in led.items():
+                    if it.state.value == "raw_released":
+                        assert it.verdict == "approved"
+                        assert sha256_file(t.archive / it.archive_path) == it.sha256_archive
+            t.start()
+            t.wait_ready()
+        th.join()
+        wait_until(lambda: t.counts()["raw_released"] + t.counts()["archived"] == n_files, 600,
+                   "all 500 items archived after the kills", poll_s=2)
+        assert t.stop() == 0
+        _archived_once(t, n_files)
+        assert not [p for p in (t.acq / "run").rglob("*.tif")], "every approved raw file released"
+        assert check_bag(t.archive) == []
+        assert not any((t.archive / ".rawgate-staging").glob("*"))
+        db = sqlite3.connect(t.state / "ledger.sqlite")
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        print(f"kills: {kills}")
+    finally:
+        t.close()
