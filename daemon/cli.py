@@ -254,6 +254,74 @@ def calibration_compare(
         raise typer.Exit(EXIT_FAILED_CHECK)
 
 
+@calibration_app.command("check")
+def calibration_check(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML config (folders, tolerances, alerts)")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """For every camera: newest calibration vs the one before (drift) and its age (stale).
+
+    The calibration timer runs it after ``rawgate calibrate``: problems go to the configured
+    alerts (webhook/e-mail/log) and the exit status is 1, so systemd marks the run failed.
+    """
+    from rawgate.calibration.drift import DriftTolerances, compare_models
+
+    from .alerts import Alert, build_alerter
+    from .calibrations import ModelLibrary
+
+    with _user_errors():
+        cfg = load_config(config)
+        use = cfg.daemon.calibrations
+        lib = ModelLibrary(use.dirs or [cfg.calibration.output_dir])
+        models = lib.models()
+        tol = DriftTolerances(**cfg.calibration.drift.model_dump())
+        cameras: dict[tuple, list] = {}
+        for path, m in models:
+            i = m.identity
+            cameras.setdefault((i.name, i.serial, i.bit_depth, i.binning, tuple(i.roi)), []).append((path, m))
+        rows, problems = [], []
+        for key, ms in sorted(cameras.items()):
+            ms.sort(key=lambda pm: pm[1].created_at)
+            path, newest = ms[-1]
+            row = {"camera": f"{key[0]} {key[1]}", "newest": path, "age_days": newest.age_days(),
+                   "models": len(ms), "drift": None}
+            if row["age_days"] > use.max_age_days:
+                problems.append(f"{row['camera']}: newest calibration is {row['age_days']:.1f} days old "
+                                f"(limit {use.max_age_days:g})")
+            if len(ms) > 1:
+                rep = compare_models(ms[-2][1], newest, tol)
+                row["drift"] = rep.to_dict()
+                if not rep.in_tolerance:
+                    problems.append(f"{row['camera']}: drifted since the previous calibration: "
+                                    + "; ".join(rep.failures))
+            rows.append(row)
+        if not models:
+            problems.append("no calibration found in " + ", ".join(map(str, lib.dirs)))
+        for path, e in lib.errors.items():
+            problems.append(f"unreadable calibration {path}: {e}")
+        if problems:
+            alerter = build_alerter(cfg.daemon.alerts)
+            for p in problems:
+                alerter.alert(Alert(key=f"calibration:{p[:80]}", severity="warning", title="calibration check", text=p))
+            alerter.flush(30.0)
+            alerter.close()
+    if as_json:
+        print(json.dumps({"cameras": rows, "problems": problems}, indent=1, default=str))
+    else:
+        t = Table(title="calibrations")
+        for col in ("camera", "models", "newest", "age", "drift vs previous"):
+            t.add_column(col)
+        for r in rows:
+            d = r["drift"]
+            t.add_row(r["camera"], str(r["models"]), Path(r["newest"]).parent.name, f"{r['age_days']:.1f} d",
+                      "—" if d is None else ("in tolerance" if d["in_tolerance"] else "; ".join(d["failures"])))
+        console.print(t)
+        for p in problems:
+            console.print(f"[bold red]problem:[/] {p}", highlight=False)
+    if problems:
+        raise typer.Exit(EXIT_FAILED_CHECK)
+
+
 @calibration_app.command("refit")
 def calibration_refit(
     sweep: Annotated[

@@ -238,8 +238,9 @@ def test_calibrate_unit() -> None:
     unit = _unit("rawgate-calibrate.service")
     service = unit["Service"]
     assert _one(unit, "Service", "Type") == "oneshot"
-    # Only real options of `rawgate calibrate` (checked against its --help below).
-    assert _one(unit, "Service", "ExecStart") == f"{PROD_ENTRY_POINT} calibrate --config /etc/rawgate/rawgate.yaml"
+    # Calibrate, then the drift/age check that alerts (real options: checked against --help below).
+    assert service["ExecStart"] == [f"{PROD_ENTRY_POINT} calibrate --config /etc/rawgate/rawgate.yaml",
+                                    f"{PROD_ENTRY_POINT} calibration check --config /etc/rawgate/rawgate.yaml"]
     # The camera is reached through device nodes: nothing may restrict them. ProtectClock=
     # implies DeviceAllow=char-rtc r, which turns DevicePolicy=auto into an allow-list.
     for key in ("PrivateDevices", "ProtectClock", "DeviceAllow", "DevicePolicy"):
@@ -251,11 +252,12 @@ def test_calibrate_unit() -> None:
 
 def test_calibrate_options_exist() -> None:
     """Every --option in the ExecStart= lines is one the CLI accepts."""
-    for name, sub in (("rawgate-calibrate.service", "calibrate"),):
-        cmd = _one(_unit(name), "Service", "ExecStart").split()
-        assert cmd[1] == sub
+    for line in _unit("rawgate-calibrate.service")["Service"]["ExecStart"] + [
+            _one(_unit("rawgate.service"), "Service", "ExecStart")]:
+        cmd = line.split()
+        sub = [a for a in cmd[1:] if not a.startswith("--") and not a.startswith("/")]
         proc = subprocess.run(
-            [_entry_point(), sub, "--help"],
+            [_entry_point(), *sub, "--help"],
             capture_output=True,
             text=True,
             timeout=60,

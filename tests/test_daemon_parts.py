@@ -1,0 +1,102 @@
+"""The daemon's small decisions: which calibration, which planes are checked, the calibration
+timer's drift check (real models on disk, a real webhook receiver)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+import yaml
+
+from rawgate.calibration.simulation import make_sensor_truth, truth_noise_model
+from rawgate.daemon.calibrations import ModelLibrary, select_model
+from rawgate.daemon.pipeline import sample_planes
+
+from daemon_harness import WebhookReceiver
+
+
+@pytest.fixture(scope="module")
+def model():
+    return truth_noise_model(make_sensor_truth((48, 40), seed=1))
+
+
+def _aged(m, days: float, gain: float = 1.0):
+    created = (datetime.now(timezone.utc) - timedelta(days=days)).isoformat(timespec="seconds")
+    return replace(m, created=created, gain_e_per_adu=m.gain_e_per_adu * gain)
+
+
+def test_newest_fitting_model_wins(model):
+    old, new = _aged(model, 20), _aged(model, 2)
+    sel = select_model([("old", old), ("new", new)], (48, 40))
+    assert sel.action == "use" and sel.path == "new" and not sel.problems
+    assert 1.9 < sel.age_days < 2.1
+
+
+def test_stale_and_drifted_calibrations_fall_back_to_lossless(model):
+    sel = select_model([("a", _aged(model, 45))], (48, 40), max_age_days=30)
+    assert sel.action == "lossless" and "45.0 days old" in sel.problems[0]
+    assert select_model([("a", _aged(model, 45))], (48, 40), max_age_days=30, on_stale="use").action == "use"
+    drifted = select_model([("a", _aged(model, 5)), ("b", _aged(model, 1, gain=1.1))], (48, 40))
+    assert drifted.action == "lossless" and "drifted" in drifted.problems[0] and "gain" in drifted.problems[0]
+
+
+def test_frames_unlike_every_calibration_are_quarantined_and_none_means_lossless(model):
+    sel = select_model([("a", model)], (64, 64))
+    assert sel.action == "quarantine" and "64×64" in sel.problems[0] and "40×48" in sel.problems[0]
+    assert select_model([], (64, 64)).action == "lossless"
+    assert select_model([("a", model)], (48, 40), camera="another-serial").action == "lossless"
+
+
+def test_model_library_skips_partial_runs_and_reports_unreadable_files(model, tmp_path):
+    (tmp_path / "run1").mkdir()
+    model.save(tmp_path / "run1" / "noise_model.rgnoise")
+    (tmp_path / ".run2.partial").mkdir()
+    model.save(tmp_path / ".run2.partial" / "noise_model.rgnoise")
+    (tmp_path / "bad.rgnoise").write_bytes(b"not a zip")
+    lib = ModelLibrary([tmp_path])
+    found = lib.models()
+    assert [p.split("/")[-2] for p, _ in found] == ["run1"]
+    assert list(lib.errors) == [str(tmp_path / "bad.rgnoise")]
+
+
+def test_sampled_planes_are_seeded_by_item_and_include_the_first():
+    a = sample_planes(100, first_frame=True, fraction=0.1, max_frames=50, seed=0, key="x/a.tif")
+    assert a[0] == 0 and 4 < len(a) < 25
+    assert a == sample_planes(100, first_frame=True, fraction=0.1, max_frames=50, seed=0, key="x/a.tif")
+    assert a != sample_planes(100, first_frame=True, fraction=0.1, max_frames=50, seed=0, key="x/b.tif")
+    assert len(sample_planes(100, first_frame=True, fraction=0.5, max_frames=4, seed=0, key="k")) == 4
+    assert sample_planes(1, first_frame=False, fraction=0.0, max_frames=4, seed=0, key="k") == [0]
+
+
+def test_calibration_check_alerts_on_drift(model, tmp_path):
+    """The timer's second command: drift between the two newest calibrations of a camera →
+    exit 1 and an alert at the (real) webhook; in tolerance → exit 0, no alert."""
+    hook = WebhookReceiver()
+    try:
+        cal = tmp_path / "cal"
+        (cal / "r1").mkdir(parents=True)
+        (cal / "r2").mkdir()
+        _aged(model, 3).save(cal / "r1" / "noise_model.rgnoise")
+        _aged(model, 1, gain=np.float32(1.0)).save(cal / "r2" / "noise_model.rgnoise")
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(yaml.safe_dump({"version": 1, "daemon": {
+            "calibrations": {"dirs": [str(cal)]},
+            "alerts": {"webhooks": [{"url_env": "HOOK", "flavor": "generic"}]}}}))
+        env = {"HOOK": hook.url, "PATH": "/usr/bin:/bin"}
+        cmd = [sys.executable, "-m", "rawgate.daemon.cli", "calibration", "check", "--config", str(cfg), "--json"]
+        ok = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert json.loads(ok.stdout)["problems"] == [] and not hook.received
+        _aged(model, 0, gain=1.08).save(cal / "r2" / "noise_model.rgnoise")
+        bad = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+        assert bad.returncode == 1, bad.stdout + bad.stderr
+        problems = json.loads(bad.stdout)["problems"]
+        assert len(problems) == 1 and "gain changed by +8" in problems[0]
+        assert len(hook.received) == 1 and "drifted" in hook.received[0]["text"]
+    finally:
+        hook.close()
