@@ -49,6 +49,12 @@ class DemoFocus(StageDevice):
     def set_origin(self) -> None:
         self._z = 0.0
 
+    def home(self) -> None:
+        self._z = 0.0
+
+    def stop(self) -> None:
+        pass
+
 
 @dataclass
 class DemoItem:
@@ -79,8 +85,13 @@ def _train_segmenter(inst: Any, out: Path, exposure_ms: float) -> Path:
 
 def _acquire(core: Any, path: Path) -> int:
     """A T × Z acquisition through the MDA engine into an OME-TIFF; returns the frames written."""
+    import warnings
+
     import useq
-    from pymmcore_plus.mda.handlers import OMETiffWriter
+
+    with warnings.catch_warnings():  # "handlers will move to ome-writers": still the 0.18 API
+        warnings.simplefilter("ignore", FutureWarning)
+        from pymmcore_plus.mda.handlers import OMETiffWriter
 
     seq = useq.MDASequence(time_plan={"interval": 0, "loops": 3}, z_plan={"range": 4.0, "step": 2.0},
                            axis_order="tpzc")

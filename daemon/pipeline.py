@@ -213,7 +213,9 @@ def _encode(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
         model = None
         note = None
         model_path = None
-        if _needs_model(codec):
+        # a lossy copy needs the camera's calibration: noisecal codes with it, and the ε check
+        # draws its replicas from it (for every lossy codec)
+        if not codec.lossless and (_needs_model(codec) or cfg.daemon.gate.enabled):
             cu = cfg.daemon.calibrations
             sel = select_model(w.library.models(), (h, wd), camera=rule.camera, max_age_days=cu.max_age_days,
                                on_stale=cu.on_stale, on_drift=cu.on_drift, drift=w.drift)
@@ -227,15 +229,16 @@ def _encode(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
                 spec = cfg.compression.fallback_codec
                 note = "; ".join(sel.problems)
             else:
-                model = sel.model
                 model_path = sel.path
                 try:
-                    model.check_frame(stack.plane(0))
+                    sel.model.check_frame(stack.plane(0))
                 except ModelMismatchError as e:
                     raise Quarantine(str(e)) from None
+                if _needs_model(codec):
+                    model = sel.model
         copy = write_copy(stack, w.staged(item), spec, noise_model=model)
     w.ledger.transition(item.id, S.COMPLETE, S.ENCODED, detail={"model": model_path, "staged": str(copy.path)},
-                        codec=copy.codec, raw_bytes=copy.raw_nbytes, archive_bytes=copy.nbytes, note=note)
+                        codec=spec, raw_bytes=copy.raw_nbytes, archive_bytes=copy.nbytes, note=note)
 
 
 def _verify(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
@@ -365,7 +368,7 @@ def _archive_rejected(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -
         if not res.ok:
             fb.unlink(missing_ok=True)
             raise Quarantine(f"the lossless fallback copy failed verification: {res.reason}", "critical")
-        staged, sha, codec_spec, nbytes = fb, copy.sha256, copy.codec, copy.nbytes
+        staged, sha, codec_spec, nbytes = fb, copy.sha256, cfg.compression.fallback_codec, copy.nbytes
     _place(w, item, staged, final, sha)
     w.staged(item).unlink(missing_ok=True)
     w.ledger.transition(item.id, S.REJECTED, S.ARCHIVED, archive_path=final.relative_to(cfg.daemon.archive_dir).as_posix(),

@@ -98,6 +98,9 @@ class Watcher:
         return restarted
 
     def stop(self) -> None:
+        # an inotify emitter that wakes while stopping logs a harmless ERROR ("queue_events()
+        # called when the thread is inactive"); it would read as a fault in the journal
+        logging.getLogger("watchdog.observers.inotify").setLevel(logging.CRITICAL)
         for o in self._observers:
             if o is not None:
                 o.stop()
