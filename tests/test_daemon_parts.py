@@ -9,8 +9,11 @@ import sys
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import tifffile
 import yaml
 
 from rawgate.calibration.simulation import make_sensor_truth, truth_noise_model
@@ -100,3 +103,34 @@ def test_calibration_check_alerts_on_drift(model, tmp_path):
         assert len(hook.received) == 1 and "drifted" in hook.received[0]["text"]
     finally:
         hook.close()
+
+
+@pytest.mark.slow
+def test_demo_story_on_the_simulated_microscope(tmp_path):
+    """The daemon half of `rawgate demo`: a pymmcore-plus MDA (T × Z) into OME-TIFF in the watched
+    folder; the noisecal copy is approved and its raw data moved away, the plain-JPEG trial is
+    rejected, archived losslessly and its raw data kept. (The calibration half is tested in
+    test_cli; the simulation's truth maps stand in for its result here.)"""
+    from rawgate.calibration.simulation import make_sensor_truth as mst
+    from rawgate.daemon.codecs.containers import read_ome_tiff
+    from rawgate.daemon.demo import run_daemon_demo
+
+    truth = mst((256, 256), seed=7)
+    cal = tmp_path / "cal"
+    cal.mkdir()
+    truth_noise_model(truth).save(cal / "noise_model.rgnoise")
+    rows, cfg = run_daemon_demo(tmp_path / "d", cal, seed=7, shape=(256, 256), bit_depth=16)
+    by = {r.relpath: r for r in rows}
+    ok, trial = by["cells_t3_z3.ome.tif"], by["lossy-trial/cells_t3_z3.ome.tif"]
+    assert (ok.state, ok.verdict, ok.codec) == ("raw_released", "approved", "noisecal:step=2")
+    assert (tmp_path / "d/raw-released/scope1/cells_t3_z3.ome.tif").is_file()
+    assert not (tmp_path / "d/acquisition/cells_t3_z3.ome.tif").exists()
+    assert (trial.state, trial.verdict, trial.codec) == ("archived", "rejected", "jpegxl:effort=1")
+    assert (tmp_path / "d/acquisition/lossy-trial/cells_t3_z3.ome.tif").is_file()
+    for r in (ok, trial):
+        a, meta = read_ome_tiff(cfg.daemon.archive_dir / r.archive_path)
+        assert a.shape == (3, 3, 256, 256) and meta["axes"] == "TZYX", (a.shape, meta["axes"])
+        assert r.report and r.report.endswith("report.html") and Path(r.report).is_file()
+    lossless, _ = read_ome_tiff(cfg.daemon.archive_dir / trial.archive_path)
+    raw = tifffile.imread(tmp_path / "d/acquisition/lossy-trial/cells_t3_z3.ome.tif")
+    np.testing.assert_array_equal(lossless.reshape(raw.shape), raw)
