@@ -23,13 +23,19 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-bench: bench-codecs bench-gate
+bench: bench-codecs bench-gate bench-daemon
 	$(PY) bench/bench_calibration.py
 
 # ε gate: verdict pass rates on the benchmark scenes (≈ 30 min) and one 2048² spot check's time/memory
 bench-gate: $(STAMP)
 	$(PY) bench/gate_validity.py --size 256 | tee bench/results/gate_validity.txt
 	$(PY) bench/gate.py | tee bench/results/gate.txt
+
+# the whole daemon (a real `rawgate run`, noisecal, 6 items of 16 × 2048² frames) vs the bare codec:
+# sustained MB/s, complete → archived latency, per-step times (≈ 10 min on 2 cores); writes
+# bench/results/daemon.txt itself
+bench-daemon: $(STAMP)
+	$(PY) bench/daemon.py
 
 # every codec and the peers on the same frames; fetches the stardist wheel (its sample nuclei
 # images) into bench/data once, without installing it

@@ -134,3 +134,25 @@ def test_demo_story_on_the_simulated_microscope(tmp_path):
     lossless, _ = read_ome_tiff(cfg.daemon.archive_dir / trial.archive_path)
     raw = tifffile.imread(tmp_path / "d/acquisition/lossy-trial/cells_t3_z3.ome.tif")
     np.testing.assert_array_equal(lossless.reshape(raw.shape), raw)
+
+
+def test_checked_tiles_carry_their_slice_of_the_noise_model(model):
+    from types import SimpleNamespace
+
+    from rawgate.daemon.pipeline import _check_regions, crop_model
+
+    c = crop_model(model, 8, 4, 16, 20)
+    assert c.shape == (16, 20) and c.identity.roi == (4, 8, 20, 16)
+    np.testing.assert_array_equal(c.gain_e_per_adu, model.gain_e_per_adu[8:24, 4:24])
+    raw = np.arange(48 * 40, dtype=np.uint16).reshape(48, 40)
+    g = SimpleNamespace(tiles=2, tile_size=16, seed=0)
+    regions = _check_regions(raw, raw + 1, model, g, "a.tif#0")
+    assert len(regions) == 2
+    for r, d, m, where in regions:
+        y0, x0 = (int(v.split("=")[1]) for v in where.split(" at ")[1].split(", "))
+        np.testing.assert_array_equal(r, raw[y0:y0 + 16, x0:x0 + 16])
+        np.testing.assert_array_equal(d, r + 1)
+        np.testing.assert_array_equal(m.offset_adu, model.offset_adu[y0:y0 + 16, x0:x0 + 16])
+    again = _check_regions(raw, raw + 1, model, g, "a.tif#0")
+    assert [w for *_, w in again] == [w for *_, w in regions]
+    assert _check_regions(raw, raw, model, SimpleNamespace(tiles=None, tile_size=16, seed=0), "k")[0][3] == "whole plane"

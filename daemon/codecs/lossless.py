@@ -25,6 +25,11 @@ __all__ = ["Zstd", "Blosc2", "Deflate", "JpegXL", "JpegLS", "Lerc", "RatioNotRea
 
 
 def n_workers() -> int:
+    """Threads a codec may use: ``$RAWGATE_THREADS`` (the daemon gives each worker process its
+    share of the cores) or the CPUs this process may run on, at most 8."""
+    env = os.environ.get("RAWGATE_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
 
 
