@@ -315,6 +315,18 @@ class Ledger:
             out[ItemState(row["state"])] = row["n"]
         return out
 
+    def last_detail(self, item_id: int, to_state: ItemState) -> dict[str, Any]:
+        """The detail recorded with the item's latest move into ``to_state`` (empty if none)."""
+        row = self._db.execute(
+            "SELECT detail FROM events WHERE item_id = ? AND to_state = ? ORDER BY id DESC LIMIT 1",
+            (item_id, ItemState(to_state).value)).fetchone()
+        return json.loads(row["detail"]) if row and row["detail"] else {}
+
+    def holder_of(self, archive_path: str) -> int | None:
+        """Id of the item whose archive copy is at ``archive_path`` (relative to the archive)."""
+        row = self._db.execute("SELECT id FROM items WHERE archive_path = ?", (archive_path,)).fetchone()
+        return None if row is None else int(row["id"])
+
     def history(self, item_id: int) -> list[tuple[str | None, str, float]]:
         """(from, to, time) of every recorded move of an item, in order."""
         rows = self._db.execute("SELECT from_state, to_state, at FROM events WHERE item_id = ? ORDER BY id", (item_id,))

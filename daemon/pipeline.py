@@ -294,10 +294,7 @@ def _check_regions(raw: np.ndarray, decoded: np.ndarray, model: NoiseModel, g: A
 
 
 def _event_detail(w: Worker, item: Item, to_state: ItemState) -> dict[str, Any]:
-    row = w.ledger._db.execute(  # noqa: SLF001 - the ledger's own connection, read-only query
-        "SELECT detail FROM events WHERE item_id = ? AND to_state = ? ORDER BY id DESC LIMIT 1",
-        (item.id, to_state.value)).fetchone()
-    return json.loads(row["detail"]) if row and row["detail"] else {}
+    return w.ledger.last_detail(item.id, to_state)
 
 
 def _check(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
@@ -379,9 +376,8 @@ def _place(w: Worker, item: Item, staged: Path, final: Path, sha: str) -> None:
 
 
 def _is_ours(w: Worker, item: Item, final: Path) -> bool:
-    rel = final.relative_to(w.cfg.daemon.archive_dir).as_posix()
-    row = w.ledger._db.execute("SELECT id FROM items WHERE archive_path = ?", (rel,)).fetchone()  # noqa: SLF001
-    return row is None or row["id"] == item.id
+    holder = w.ledger.holder_of(final.relative_to(w.cfg.daemon.archive_dir).as_posix())
+    return holder is None or holder == item.id
 
 
 def _archive_approved(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
