@@ -258,3 +258,41 @@ def test_kill_9_at_20_random_points_of_a_500_file_run(tmp_path):
         print(f"kills: {kills}")
     finally:
         t.close()
+
+
+def test_polling_observer_and_systemd_notify(tmp_path):
+    """A folder marked as a network mount is polled (no inotify); under systemd the daemon says
+    READY=1 once started, sends STATUS= lines and pings WATCHDOG=1 while its parts are alive."""
+    import socket
+
+    t = Tree(tmp_path, daemon={"watch": [{"path": str(tmp_path / "acq"), "name": "scope", "network_mount": True,
+                                           "poll_interval_s": 0.5,
+                                           "completeness": {"quiet_period_s": 0.5}}],
+                                "rescan_interval_s": 3600})
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.settimeout(0.2)
+    got: list[str] = []
+
+    def drain() -> str:
+        try:
+            while True:
+                got.append(sock.recv(4096).decode())
+        except TimeoutError:
+            pass
+        return "\n".join(got)
+
+    try:
+        t.start(NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="2000000")
+        t.wait_ready()
+        wait_until(lambda: "READY=1" in drain(), 30, "READY=1")
+        p = t.write_tiff("late.tif")  # after the start-up scan: only the polling observer sees it
+        wait_until(lambda: t.counts()["raw_released"] == 1, 60, "the polled file to be archived")
+        assert not p.exists()
+        wait_until(lambda: drain().count("WATCHDOG=1") >= 2, 10, "watchdog pings")
+        assert "STATUS=" in drain() and "1 archived" in drain()
+        assert t.stop() == 0
+        assert "STOPPING=1" in drain()
+    finally:
+        sock.close()
+        t.close()
