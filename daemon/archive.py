@@ -49,7 +49,7 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Mapping, Collection, Iterable, Sequence
 from datetime import date
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -296,15 +296,21 @@ def sha256_files(root: Path, files: Sequence[Path]) -> str:
     root = Path(root)
     if not files:
         raise ValueError("no files to hash")
-    if len(files) == 1:
-        f = Path(files[0])
-        return sha256_file(f if f.is_absolute() else root / f)
-    lines = []
+    per = {}
     for f in files:
         f = Path(f)
-        full = f if f.is_absolute() else root / f
-        lines.append(f"{sha256_file(full)}  {_relposix(root, f)}\n")
-    return hashlib.sha256("".join(sorted(lines)).encode("utf-8")).hexdigest()
+        per[_relposix(root, f)] = sha256_file(f if f.is_absolute() else root / f)
+    return combine_digests(per)
+
+
+def combine_digests(per_file: Mapping[str, str]) -> str:
+    """The item digest of :func:`sha256_files` from per-file digests ``{relpath: sha256}``."""
+    if not per_file:
+        raise ValueError("no files to hash")
+    if len(per_file) == 1:
+        return next(iter(per_file.values()))
+    lines = sorted(f"{sha}  {rel}\n" for rel, sha in per_file.items())
+    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
 
 
 def free_bytes(path: Path | str) -> int:

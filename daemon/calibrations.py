@@ -57,6 +57,7 @@ def select_model(
     on_drift: Literal["lossless", "use"] = "lossless",
     drift: DriftTolerances | None = None,
     now: datetime | None = None,
+    drift_cache: dict | None = None,
 ) -> Selection:
     """Choose the calibration for frames of ``frame_shape`` = ``(H, W)`` pixels.
 
@@ -73,6 +74,8 @@ def select_model(
         The item's plane shape ``(H, W)`` [pixels].
     camera
         Camera name or serial the model must describe (None: any).
+    drift_cache
+        A dict kept between calls: the drift of a pair of calibrations is computed once.
     """
     now = now or datetime.now(timezone.utc)
     mine = [(p, m) for p, m in models if _camera_matches(m, camera)]
@@ -96,9 +99,15 @@ def select_model(
                         f"(limit {max_age_days:g})")
         if on_stale == "lossless":
             action = "lossless"
-    same = [m for _, m in fits[:-1] if not model.identity.mismatches(m.identity)]
+    same = [(p, m) for p, m in fits[:-1] if not model.identity.mismatches(m.identity)]
     if same:
-        report = compare_models(same[-1], model, drift)
+        prev_path, prev = same[-1]
+        key = (prev_path, prev.created, path, model.created)
+        report = None if drift_cache is None else drift_cache.get(key)
+        if report is None:  # medians over every pixel of both maps: once per pair, not per item
+            report = compare_models(prev, model, drift)
+            if drift_cache is not None:
+                drift_cache[key] = report
         if not report.in_tolerance:
             problems.append(f"calibration of {model.identity.serial} drifted: " + "; ".join(report.failures))
             if on_drift == "lossless":

@@ -9,21 +9,17 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from ._cli_common import EXIT_BAD_INPUT, _fail, _user_errors, console, err
+from ._cli_common import EXIT_BAD_INPUT, _fail, _user_errors, console
 from .config import RawgateConfig, load_config
 
 quarantine_app = typer.Typer(help="Items the daemon set aside, with the reason.", no_args_is_help=True)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML config file")]
-
-
-def _config(path: Path) -> RawgateConfig:
-    return load_config(path)
 
 
 def _ledger(cfg: RawgateConfig, must_exist: bool = True):
@@ -46,7 +42,7 @@ def run(
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with _user_errors():
-        cfg = _config(config)
+        cfg = load_config(config)
         stop = threading.Event()
 
         def _stop(signum, _frame) -> None:
@@ -71,7 +67,7 @@ def status(
     from .service import STATUS_NAME, lock_held
 
     with _user_errors():
-        cfg = _config(config)
+        cfg = load_config(config)
         with _ledger(cfg) as ledger:
             counts = {s.value: n for s, n in ledger.counts().items()}
             items = ledger._db.execute(  # noqa: SLF001 - read-only listing
@@ -116,7 +112,7 @@ def retry(
     from .ledger import ItemState, StaleTransitionError
 
     with _user_errors():
-        cfg = _config(config)
+        cfg = load_config(config)
         with _ledger(cfg) as ledger:
             found = _find(ledger, cfg, item)
             if found.state is not ItemState.QUARANTINED:
@@ -159,7 +155,7 @@ def quarantine_list(
     from .ledger import ItemState
 
     with _user_errors():
-        cfg = _config(config)
+        cfg = load_config(config)
         with _ledger(cfg) as ledger:
             items = ledger.items(ItemState.QUARANTINED)
     if json_out:
@@ -186,5 +182,3 @@ def register(app: typer.Typer) -> None:
     quarantine_app.command("list")(quarantine_list)
     app.add_typer(quarantine_app, name="quarantine")
 
-
-__all__ = ["register", "err", "Optional"]

@@ -69,7 +69,7 @@ class DemoItem:
     report: str | None
 
 
-def _train_segmenter(inst: Any, out: Path, exposure_ms: float) -> Path:
+def _train_segmenter(inst: Any, out: Path) -> Path:
     """The lab's segmentation model for the demo: a pixel classifier trained on one snap of the
     dense-cell sample against the simulation's ground truth (no network, a few seconds)."""
     from rawgate.calibration.scenes import dense_cells
@@ -145,7 +145,7 @@ def run_daemon_demo(out: Path, model_dir: Path, *, seed: int, shape: tuple[int, 
         core.setProperty("Camera", "Sample", "dense cells")
         core.setProperty("LED", "Intensity", 10.0)
         core.setExposure(10.0)
-        segmenter = _train_segmenter(inst, out, 10.0)
+        segmenter = _train_segmenter(inst, out)
         cfg = demo_daemon_config(out, model_dir, segmenter)
         stop = threading.Event()
         service = Service(cfg)

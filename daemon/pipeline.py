@@ -25,7 +25,6 @@ import ctypes
 import dataclasses
 import errno
 import fnmatch
-import hashlib
 import json
 import logging
 import os
@@ -43,7 +42,8 @@ from rawgate.calibration.drift import DriftTolerances
 from rawgate.calibration.model import ModelMismatchError, NoiseModel
 
 from .archive import (
-    ArchiveError, DiskFullError, archive_relpath, promote, release_raw, sha256_file, verify_copy, write_copy,
+    ArchiveError, DiskFullError, archive_relpath, combine_digests, promote, release_raw, sha256_file, verify_copy,
+    write_copy,
 )
 from .calibrations import ModelLibrary, select_model
 from .codecs import get_codec
@@ -116,15 +116,10 @@ def sample_planes(n_planes: int, *, first_frame: bool, fraction: float, max_fram
 
 
 def _digest_files(root: Path, files: list[Path]) -> tuple[str, dict[str, str]]:
-    """Per-file SHA-256 and the item's digest (the file's own for one file; otherwise SHA-256 over
-    the sorted ``"<sha256>  <relpath>\\n"`` lines, as :func:`rawgate.daemon.archive.sha256_files`)."""
+    """The item's digest (:func:`rawgate.daemon.archive.sha256_files`) and the per-file SHA-256
+    it is made of (kept so a release can re-check each file)."""
     per = {Path(f).relative_to(root).as_posix(): sha256_file(f) for f in files}
-    if len(per) == 1:
-        return next(iter(per.values())), per
-    h = hashlib.sha256()
-    for rel in sorted(per):
-        h.update(f"{per[rel]}  {rel}\n".encode())
-    return h.hexdigest(), per
+    return combine_digests(per), per
 
 
 def _set_parent_death_signal() -> None:
@@ -152,6 +147,7 @@ class Worker:
         self._watch = {str(w.path.resolve()): w for w in d.watch}
         dr = cfg.calibration.drift
         self.drift = DriftTolerances(dr.gain_rel, dr.read_noise_rel, dr.offset_adu, dr.new_bad_pixel_fraction)
+        self.drift_cache: dict = {}
 
     def watch_of(self, item: Item) -> WatchConfig:
         try:
@@ -176,12 +172,14 @@ class Worker:
 
 # ---------------------------------------------------------------------------------------- steps
 def _rule(watch: WatchConfig, relpath: str, metadata: dict[str, Any]) -> RuleConfig:
-    flat = dict(metadata.get("Summary", {}) or {}) if isinstance(metadata.get("Summary"), dict) else {}
+    """The first rule whose glob matches the path (fnmatch: ``*`` crosses folders, so ``**``
+    matches everything) and whose metadata entries equal the item's (top level or Micro-Manager
+    ``Summary``)."""
+    summary = metadata.get("Summary")
+    flat = dict(summary) if isinstance(summary, dict) else {}
     flat.update({k: v for k, v in metadata.items() if not isinstance(v, (dict, list))})
     for r in watch.rules:
-        if not (fnmatch.fnmatch(relpath, r.match) or r.match == "**"):
-            continue
-        if all(str(flat.get(k)) == str(v) for k, v in r.metadata.items()):
+        if fnmatch.fnmatch(relpath, r.match) and all(str(flat.get(k)) == str(v) for k, v in r.metadata.items()):
             return r
     raise Quarantine(f"no rule of {watch.path} matches {relpath}")
 
@@ -219,7 +217,7 @@ def _encode(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
         if not codec.lossless and (_needs_model(codec) or cfg.daemon.gate.enabled):
             cu = cfg.daemon.calibrations
             sel = select_model(w.library.models(), (h, wd), camera=rule.camera, max_age_days=cu.max_age_days,
-                               on_stale=cu.on_stale, on_drift=cu.on_drift, drift=w.drift)
+                               on_stale=cu.on_stale, on_drift=cu.on_drift, drift=w.drift, drift_cache=w.drift_cache)
             if sel.model is not None and sel.age_days is not None:
                 out.calibration = (sel.model.identity.serial, sel.age_days)
             if sel.action == "quarantine":
@@ -293,10 +291,6 @@ def _check_regions(raw: np.ndarray, decoded: np.ndarray, model: NoiseModel, g: A
     return out
 
 
-def _event_detail(w: Worker, item: Item, to_state: ItemState) -> dict[str, Any]:
-    return w.ledger.last_detail(item.id, to_state)
-
-
 def _check(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
     from .codecs.containers import read_ome_tiff_planes
     from .gate.check import GateConfig, spot_check
@@ -311,7 +305,7 @@ def _check(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
     elif not g.enabled:
         verdict, note = "unchecked", "ε check disabled: raw data are kept"
     else:
-        model_path = _event_detail(w, item, S.ENCODED).get("model")
+        model_path = w.ledger.last_detail(item.id, S.ENCODED).get("model")
         models = dict(w.library.models())
         model = models.get(model_path) if model_path else None
         if model is None:
@@ -357,11 +351,17 @@ def _check(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
         atomic_write(report_file, lambda fh: fh.write(data.encode()))
         report_path = str(report_file)
     w.ledger.transition(item.id, S.VERIFIED, S.CHECKED, verdict=verdict, note=note, report_path=report_path)
-    nxt = S.REJECTED if verdict == "rejected" else S.APPROVED
-    w.ledger.transition(item.id, S.CHECKED, nxt)
-    if verdict == "rejected":
+
+
+def _decide(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
+    """checked → approved | rejected, from the verdict recorded with the check (its own step, so a
+    crash between the two moves resumes here)."""
+    if item.verdict == "rejected":
+        w.ledger.transition(item.id, S.CHECKED, S.REJECTED)
         out.alert(f"rejected:{item.root}/{item.relpath}", "warning", f"rejected: {item.relpath}",
-                  f"{note}. Archived with the lossless fallback; raw data kept.")
+                  f"{item.note}. Archived with the lossless fallback; raw data kept.")
+    else:
+        w.ledger.transition(item.id, S.CHECKED, S.APPROVED)
 
 
 def _place(w: Worker, item: Item, staged: Path, final: Path, sha: str) -> None:
@@ -417,35 +417,49 @@ def release_due(cfg: RawgateConfig, item: Item, now: float | None = None) -> boo
 
 
 def _release(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
-    """Re-hash the raw files against the digests recorded at verification; release only those."""
+    """Re-hash the raw files against the digests recorded at verification; release only those.
+
+    The ledger move comes first (it re-checks verdict and archive copy inside its transaction);
+    a crash between the move and the deletion is finished by :func:`_finish_release`.
+    """
     if not release_due(w.cfg, item):
         raise _Stop
-    root = Path(item.root)
-    recorded: dict[str, str] = _event_detail(w, item, S.VERIFIED).get("files", {})
-    files = [root / rel for rel in recorded if (root / rel).exists()]
-    changed = [f for f in files if sha256_file(f) != recorded[f.relative_to(root).as_posix()]]
+    unchanged, changed = _matching_raw_files(w, item)
     if changed:
         out.alert(f"changed:{item.root}/{item.relpath}", "warning", f"raw data changed after archiving: {item.relpath}",
                   f"{len(changed)} file(s) differ from the archived copy; they are kept, not released.")
         raise _Stop
     w.ledger.transition(item.id, S.ARCHIVED, S.RAW_RELEASED,
-                        detail={"action": w.cfg.daemon.retention.action, "files": len(files)})
-    finish_release(w, w.ledger.get(item.id))
+                        detail={"action": w.cfg.daemon.retention.action, "files": len(unchanged)})
+    _release_files(w, item, unchanged)
+    raise _Stop
 
 
-def finish_release(w: Worker, item: Item) -> int:
-    """Delete/move the raw files of a released item that still match their recorded digests
-    (redoes a release a crash interrupted). Returns how many files went."""
-    r = w.cfg.daemon.retention
+def _matching_raw_files(w: Worker, item: Item) -> tuple[list[Path], list[Path]]:
+    """The item's raw files still present, split into those whose SHA-256 equals the one recorded
+    at verification and those that changed since."""
     root = Path(item.root)
-    recorded: dict[str, str] = _event_detail(w, item, S.VERIFIED).get("files", {})
-    files = [root / rel for rel in recorded if (root / rel).is_file()]
-    files = [f for f in files if sha256_file(f) == recorded[f.relative_to(root).as_posix()]]
-    if not files:
-        return 0
-    holding = None if r.holding_dir is None else r.holding_dir / w.watch_of(item).archive_name
-    release_raw(root, files, action="move" if r.action == "move" else "delete", holding_dir=holding)
-    return len(files)
+    recorded: dict[str, str] = w.ledger.last_detail(item.id, S.VERIFIED).get("files", {})
+    same, changed = [], []
+    for rel, sha in recorded.items():
+        f = root / rel
+        if f.is_file():
+            (same if sha256_file(f) == sha else changed).append(f)
+    return same, changed
+
+
+def _release_files(w: Worker, item: Item, files: list[Path]) -> None:
+    r = w.cfg.daemon.retention
+    if files:
+        holding = None if r.holding_dir is None else r.holding_dir / w.watch_of(item).archive_name
+        release_raw(Path(item.root), files, action="move" if r.action == "move" else "delete", holding_dir=holding)
+
+
+def _finish_release(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
+    """Redo the deletion/move of a released item's raw files that a crash interrupted (only files
+    that still match their recorded digests: a new file under the same name is left alone)."""
+    _release_files(w, item, _matching_raw_files(w, item)[0])
+    raise _Stop
 
 
 class _Stop(Exception):
@@ -456,9 +470,11 @@ STEPS = {
     S.COMPLETE: _encode,
     S.ENCODED: _verify,
     S.VERIFIED: _check,
+    S.CHECKED: _decide,
     S.APPROVED: _archive_approved,
     S.REJECTED: _archive_rejected,
     S.ARCHIVED: _release,
+    S.RAW_RELEASED: _finish_release,
 }
 
 
@@ -548,8 +564,3 @@ def run_in_worker(item_id: int) -> Outcome:
     """Entry point of a pool job."""
     assert _WORKER is not None, "init_worker did not run"
     return advance(_WORKER, item_id)
-
-
-def finish_release_in_worker(item_id: int) -> int:
-    assert _WORKER is not None, "init_worker did not run"
-    return finish_release(_WORKER, _WORKER.ledger.get(item_id))

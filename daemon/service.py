@@ -314,6 +314,12 @@ class Service:
             for item in ledger.items(S.ARCHIVED):
                 if release_due(self.cfg, item):
                     self.ready.append(item.id)
+            # a crash between the ledger's release move and the deletion leaves raw files behind:
+            # items released in the last day get their release finished (files re-checked first)
+            for item in ledger.items(S.RAW_RELEASED):
+                if item.updated_at > time.time() - 86400 and any(
+                        (Path(item.root) / rel).exists() for rel in ledger.last_detail(item.id, S.VERIFIED).get("files", {})):
+                    self.ready.append(item.id)
             pool = self._make_pool()
             self.notifier.ready(f"watching {len(self.folders)} folder(s); {n} item(s) found, "
                                 f"{len(self.ready)} to resume")

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rawgate.calibration.instruments import CameraIdentity
-from rawgate.calibration.model import NoiseModel
-from rawgate.calibration.simulation import make_sensor_truth, render_frames
+from rawgate.calibration.simulation import make_sensor_truth, render_frames, truth_noise_model
 from rawgate.daemon.archive import (
     ArchiveCopy,
     ArchiveError,
@@ -93,11 +91,7 @@ class GeneratedStack:
 @pytest.fixture(scope="module")
 def sensor():
     t = make_sensor_truth((H, W), seed=5)
-    model = NoiseModel(
-        identity=CameraIdentity("sim", "S1", 16, 1, (0, 0, W, H)),
-        offset_adu=t.offset_adu, gain_e_per_adu=t.gain_e_per_adu, read_noise_e=t.read_noise_e,
-        dark_current_e_per_s=None, bad_pixels=(t.defects > 0).astype(np.uint8),
-    )
+    model = truth_noise_model(t)
     frames = render_frames(t, 40.0, 10.0, 4, np.random.default_rng(1))
     return model, frames
 

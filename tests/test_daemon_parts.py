@@ -156,3 +156,43 @@ def test_checked_tiles_carry_their_slice_of_the_noise_model(model):
     again = _check_regions(raw, raw + 1, model, g, "a.tif#0")
     assert [w for *_, w in again] == [w for *_, w in regions]
     assert _check_regions(raw, raw, model, SimpleNamespace(tiles=None, tile_size=16, seed=0), "k")[0][3] == "whole plane"
+
+
+def test_drift_between_two_calibrations_is_computed_once_per_pair(model):
+    cache: dict = {}
+    pair = [("a", _aged(model, 5)), ("b", _aged(model, 1, gain=1.1))]
+    first = select_model(pair, (48, 40), drift_cache=cache)
+    assert len(cache) == 1
+    (report,) = cache.values()
+    assert select_model(pair, (48, 40), drift_cache=cache).problems == first.problems
+    assert list(cache.values()) == [report] and not report.in_tolerance
+
+
+def test_every_intermediate_state_resumes(tmp_path):
+    """A crash can leave an item in any state; `advance` must carry each one on to the end.
+    (The kill -9 test found an item stuck in `checked`.) Here the steps run one by one in this
+    process, and after each one a fresh `advance` (as after a restart) must finish the item."""
+    from daemon_harness import Tree
+
+    from rawgate.daemon import pipeline
+    from rawgate.daemon.config import load_config
+    from rawgate.daemon.ledger import ItemState as S
+
+    t = Tree(tmp_path)
+    try:
+        w = pipeline.Worker(load_config(t.config))
+        stop_after = [S.COMPLETE, S.ENCODED, S.VERIFIED, S.CHECKED, S.APPROVED, S.ARCHIVED]
+        for k, last in enumerate(stop_after):
+            t.write_tiff(f"f{k}.tif")
+            item, _ = w.ledger.discover(str(t.acq.resolve()), f"f{k}.tif", "tiff")
+            w.ledger.transition(item.id, S.DISCOVERED, S.COMPLETE, complete_at=0.0)
+            watch = w.watch_of(item)
+            out = pipeline.Outcome(item.id)
+            while (state := w.ledger.get(item.id).state) is not last:  # the run that "crashed"
+                pipeline.STEPS[state](w, w.ledger.get(item.id), watch, out)
+            assert w.ledger.get(item.id).state is last
+            done = pipeline.advance(w, item.id)  # the restarted daemon
+            assert done.state == "raw_released", (last, done.state, done.reason)
+        assert w.ledger.problems() == []
+    finally:
+        t.close()
