@@ -48,6 +48,8 @@ class ItemState(StrEnum):
 
 S = ItemState
 #: Allowed moves. ``encoded → complete``: the archive copy failed verification and is redone.
+#: ``archived → quarantined`` and ``raw_released → quarantined``: the archive copy was found damaged
+#: or missing when raw data was about to go (raw is kept; a retry archives the item again).
 TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
     S.DISCOVERED: frozenset({S.COMPLETE, S.QUARANTINED}),
     S.COMPLETE: frozenset({S.ENCODED, S.QUARANTINED}),
@@ -56,8 +58,8 @@ TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
     S.CHECKED: frozenset({S.APPROVED, S.REJECTED, S.QUARANTINED}),
     S.APPROVED: frozenset({S.ARCHIVED, S.QUARANTINED}),
     S.REJECTED: frozenset({S.ARCHIVED, S.QUARANTINED}),
-    S.ARCHIVED: frozenset({S.RAW_RELEASED}),
-    S.RAW_RELEASED: frozenset(),
+    S.ARCHIVED: frozenset({S.RAW_RELEASED, S.QUARANTINED}),
+    S.RAW_RELEASED: frozenset({S.QUARANTINED}),
     S.QUARANTINED: frozenset({S.DISCOVERED}),
 }
 

@@ -11,7 +11,8 @@ state's step, and records the move *before* the next step starts::
     approved  → archived  the staged copy moved into the archive tree (atomic rename)
     rejected  → archived  a lossless fallback copy written, verified bit-exact and moved in
     archived  → raw_released   only for an approved item once the retention time has passed,
-                               after re-hashing the raw files against the recorded digests
+                               after re-hashing the raw files against the recorded digests and
+                               the archived copy against its recorded SHA-256 (and decoding it)
 
 Every step is idempotent (its outputs are at deterministic paths and atomic), so a crash at any
 point is recovered by running the step again; the ledger's compare-and-set makes a second worker
@@ -47,6 +48,7 @@ from .archive import (
 )
 from .calibrations import ModelLibrary, select_model
 from .codecs import get_codec
+from .codecs.models import fresh_model_lookup
 from .config import RawgateConfig, RuleConfig, WatchConfig
 from .ledger import Item, ItemState, Ledger, StaleTransitionError
 from .sources import ItemRef, SourceError, UnsafePathError, item_files, open_stack
@@ -429,6 +431,7 @@ def _release(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
         out.alert(f"changed:{item.root}/{item.relpath}", "warning", f"raw data changed after archiving: {item.relpath}",
                   f"{len(changed)} file(s) differ from the archived copy; they are kept, not released.")
         raise _Stop
+    _check_archived_copy(w, item)
     w.ledger.transition(item.id, S.ARCHIVED, S.RAW_RELEASED,
                         detail={"action": w.cfg.daemon.retention.action, "files": len(unchanged)})
     _release_files(w, item, unchanged)
@@ -448,6 +451,39 @@ def _matching_raw_files(w: Worker, item: Item) -> tuple[list[Path], list[Path]]:
     return same, changed
 
 
+def _check_archived_copy(w: Worker, item: Item) -> None:
+    """Right before raw data goes: the archived copy must still be the one verified.
+
+    Its SHA-256 is recomputed from disk and compared with the ledger's (a missing file is a
+    mismatch), and the copy is decoded plane by plane against the raw data (bit-exact for lossless
+    codecs) the way a fresh process would, without this worker's in-memory models: the hash
+    guards the bytes, the decode guards against a codec or a shared calibration file that changed
+    since archiving. Any problem raises :class:`Quarantine` (critical): raw is kept, an alert
+    goes out, and ``rawgate retry <id>`` archives the item again from raw, over the bad copy.
+    """
+    kept = f"raw data kept; `rawgate retry {item.id}` archives it again from raw"
+    if not item.archive_path or not item.sha256_archive:
+        raise Quarantine(f"{item.relpath}: no archive copy recorded; {kept}", "critical")
+    final = w.cfg.daemon.archive_dir / item.archive_path
+    if not final.is_file():
+        raise Quarantine(f"the archived copy {final} is missing; {kept}", "critical")
+    got = sha256_file(final)
+    if got != item.sha256_archive:
+        raise Quarantine(f"the archived copy {final} was changed after archiving (SHA-256 {got[:16]}…, "
+                         f"recorded {item.sha256_archive[:16]}…); {kept}", "critical")
+    try:
+        # decoded as a fresh process would: the models this worker already holds in memory are set
+        # aside, so the copy must decode from what it embeds or from the model stores on disk
+        with fresh_model_lookup(), open_stack(Path(item.root), ItemRef(item.relpath, item.kind)) as stack:
+            res = verify_copy(final, stack, lossless=get_codec(item.codec or "").lossless)
+    except (SourceError, OSError, ValueError) as e:
+        raise Quarantine(f"the archived copy {final} could not be decode-checked against the raw data ({e}); "
+                         f"{kept}", "critical") from None
+    if not res.ok:
+        raise Quarantine(f"the archived copy {final} no longer decodes to the raw data: {res.reason}; {kept}",
+                         "critical")
+
+
 def _release_files(w: Worker, item: Item, files: list[Path]) -> None:
     r = w.cfg.daemon.retention
     if files:
@@ -457,8 +493,12 @@ def _release_files(w: Worker, item: Item, files: list[Path]) -> None:
 
 def _finish_release(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
     """Redo the deletion/move of a released item's raw files that a crash interrupted (only files
-    that still match their recorded digests: a new file under the same name is left alone)."""
-    _release_files(w, item, _matching_raw_files(w, item)[0])
+    that still match their recorded digests: a new file under the same name is left alone), after
+    the archived copy is checked again."""
+    files = _matching_raw_files(w, item)[0]
+    if files:
+        _check_archived_copy(w, item)
+    _release_files(w, item, files)
     raise _Stop
 
 

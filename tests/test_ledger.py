@@ -84,8 +84,12 @@ def test_quarantine_and_retry(ledger):
     r = ledger.retry(a.id)
     assert r.state is S.DISCOVERED and r.attempts == 1 and r.reason is None
     _walk_to_archived(ledger, a.id)
+    # an archived item is quarantined when its copy is found damaged before raw data goes
+    q = ledger.quarantine(a.id, "the archived copy is missing; raw data kept")
+    assert q.state is S.QUARANTINED
     with pytest.raises(StaleTransitionError, match="cannot be quarantined"):
-        ledger.quarantine(a.id, "too late")
+        ledger.quarantine(a.id, "twice")
+    assert ledger.retry(a.id).attempts == 2
     assert ledger.problems() == []
 
 

@@ -9,15 +9,49 @@ embedded in a stream or container that was read), then the model store directori
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rawgate.calibration.model import MODEL_SUFFIX, ModelError, NoiseModel
 
 __all__ = ["register_model", "find_model", "store_model", "store_dirs", "model_sha256",
-           "ModelNotFoundError"]
+           "ModelNotFoundError", "fresh_model_lookup", "register_hash_cache"]
 
 _KNOWN: dict[str, NoiseModel] = {}
 _SHA_BY_ID: dict[int, tuple[NoiseModel, str]] = {}
+#: every per-process cache keyed by a model's SHA-256 (``_KNOWN`` and what codecs derive from a
+#: model, e.g. noisecal's quantised maps): :func:`fresh_model_lookup` sets them all aside
+_HASH_CACHES: list[dict] = [_KNOWN]
+
+
+def register_hash_cache(cache: dict) -> dict:
+    """Declare a per-process cache keyed by model SHA-256, so that :func:`fresh_model_lookup`
+    sets it aside too; returns ``cache``."""
+    if not any(c is cache for c in _HASH_CACHES):
+        _HASH_CACHES.append(cache)
+    return cache
+
+
+@contextmanager
+def fresh_model_lookup() -> Iterator[None]:
+    """Decode inside this block as a new process would: no model registered so far is seen.
+
+    Every model cache of this process is emptied for the block (models found or registered
+    inside it are forgotten at its end) and restored afterwards. A stream then resolves its
+    model only from what it embeds or from the model stores on disk, so a check inside the block
+    notices a store file that changed or vanished since the model was first loaded. Not
+    thread-safe: use it where one thread decodes (a worker process's step).
+    """
+    saved = [dict(c) for c in _HASH_CACHES]
+    for c in _HASH_CACHES:
+        c.clear()
+    try:
+        yield
+    finally:
+        for c, old in zip(_HASH_CACHES, saved):
+            c.clear()
+            c.update(old)
 
 
 class ModelNotFoundError(ModelError):

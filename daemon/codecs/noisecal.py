@@ -52,7 +52,7 @@ from ._stream import CorruptStreamError
 from .base import Codec, CodecError, register_codec
 from .entropy import ALL_STAGES, decode_codes, encode_codes, pack2_from_rows
 from .lossless import planes_of
-from .models import ModelNotFoundError, find_model, model_sha256, register_model
+from .models import ModelNotFoundError, find_model, model_sha256, register_hash_cache, register_model
 
 __all__ = ["NoiseCal", "PRESETS", "CodecMaps", "VSTParams", "codec_maps", "register_maps", "vst_params"]
 
@@ -199,7 +199,7 @@ class VSTParams:
     xmax: float
 
 
-_MAPS: dict[str, CodecMaps] = {}
+_MAPS: dict[str, CodecMaps] = register_hash_cache({})
 _PARAM_CACHE: dict[tuple[str, float, float | None], VSTParams] = {}
 
 
