@@ -15,7 +15,7 @@ Per codec: compression ratio, encode and decode throughput [MB/s of raw bytes, 1
 the best of ≥ 3 repeats after a warm-up call on one frame (numba compilation, thread pools and
 lazy imports excluded; the ratio-searching lossy baselines stop repeating after ~8 s and say how
 many repeats they got), SNR cost [dB], bias [σ and ADU] and added noise [σ] against the
-dataset's noise model (:mod:`rawgate.daemon.codecs.quality`). noisecal runs with
+dataset's noise model (:mod:`rawgate.codecs.quality`). noisecal runs with
 ``embed_model=false``; the size of the model it would embed is reported once per dataset.
 
 Peers: the ``anscombe-transform`` package at β = 2 (its lookup tables, its own parameter
@@ -56,12 +56,12 @@ from rawgate.calibration.scenes import (
 )
 from rawgate.calibration.fit import BAD_NOISY
 from rawgate.calibration.simulation import make_sensor_truth, render_frames, truth_noise_model
-from rawgate.daemon.codecs import get_codec
-from rawgate.daemon.codecs._stream import peek_header
-from rawgate.daemon.codecs.entropy import ALL_STAGES
-from rawgate.daemon.codecs.lossless import n_workers
-from rawgate.daemon.codecs.noisecal import PRESETS
-from rawgate.daemon.codecs.quality import (
+from rawgate.codecs import get_codec
+from rawgate.codecs._stream import peek_header
+from rawgate.codecs.entropy import ALL_STAGES
+from rawgate.codecs.lossless import n_workers
+from rawgate.codecs.noisecal import PRESETS
+from rawgate.codecs.quality import (
     added_noise_sigma,
     bias_in_sigma,
     compression_ratio,

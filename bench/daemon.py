@@ -47,8 +47,8 @@ from daemon_harness import Tree, wait_until  # noqa: E402
 from rawgate.calibration import scenes  # noqa: E402
 from rawgate.calibration.simulation import render_frames  # noqa: E402
 from rawgate.daemon.archive import sha256_file, verify_copy, write_copy  # noqa: E402
-from rawgate.daemon.codecs import get_codec  # noqa: E402
-from rawgate.daemon.codecs.lossless import n_workers  # noqa: E402
+from rawgate.codecs import get_codec  # noqa: E402
+from rawgate.codecs.lossless import n_workers  # noqa: E402
 from rawgate.daemon.ledger import Ledger  # noqa: E402
 from rawgate.daemon.sources import ItemRef, open_stack  # noqa: E402
 
@@ -182,8 +182,8 @@ def _bare(out: Out, path: Path, spec: str, model) -> dict[str, float]:
     r["rt_thr"] = raw / _best(roundtrip_thr) / MB
     r["enc"] = max(r["enc_seq"], r["enc_thr"])
     # one ε spot check as the daemon's default gate does it (first plane, 1 tile of 512², N = 10)
-    from rawgate.daemon.gate.check import GateConfig, spot_check
-    from rawgate.daemon.gate.verdict import VerdictPolicy
+    from rawgate.gate.check import GateConfig, spot_check
+    from rawgate.gate.verdict import VerdictPolicy
 
     dec0 = codec.decode(codec.encode(frames[0]))
     gcfg = GateConfig(n_replicas=10, seed=0, tiles=1, tile_size=512, policy=VerdictPolicy(false_reject_rate=0.002))

@@ -20,9 +20,9 @@ def _one(size: int, scene: str, tiles: int | None, q) -> None:
 
     from rawgate.calibration import scenes
     from rawgate.calibration.simulation import make_sensor_truth, truth_noise_model
-    from rawgate.daemon.codecs import get_codec
-    from rawgate.daemon.gate.check import GateConfig, spot_check
-    from rawgate.daemon.gate.segmenter import train_pixel_classifier
+    from rawgate.codecs import get_codec
+    from rawgate.gate.check import GateConfig, spot_check
+    from rawgate.gate.segmenter import train_pixel_classifier
 
     make = {"microspheres": scenes.microspheres, "dense cells": scenes.dense_cells}[scene]
     truth = make_sensor_truth((size, size), seed=11)

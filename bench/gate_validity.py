@@ -34,12 +34,12 @@ import numpy as np
 from rawgate.calibration import scenes
 from rawgate.calibration.replicas import replicas
 from rawgate.calibration.simulation import make_sensor_truth, truth_noise_model
-from rawgate.daemon.codecs import get_codec
-from rawgate.daemon.codecs.lossless import RatioNotReachedWarning
-from rawgate.daemon.codecs.lossy import eightbit_decode_table, imagej_to_8bit
-from rawgate.daemon.gate.check import GateConfig, prepare_reference
-from rawgate.daemon.gate.matching import instance_metrics
-from rawgate.daemon.gate.segmenter import train_pixel_classifier
+from rawgate.codecs import get_codec
+from rawgate.codecs.lossless import RatioNotReachedWarning
+from rawgate.codecs.lossy import eightbit_decode_table, imagej_to_8bit
+from rawgate.gate.check import GateConfig, prepare_reference
+from rawgate.gate.matching import instance_metrics
+from rawgate.gate.segmenter import train_pixel_classifier
 
 #: "eightbit" maps the frame's min–max onto 0–255; "eightbit:saturated=0.35" is ImageJ's 8-bit
 #: conversion after its Auto contrast button (0.35 % of pixels saturated); "8-bit JPEG 10:1" is

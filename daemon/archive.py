@@ -3,15 +3,15 @@ only then release the raw data.
 
 Every step is durable and can be redone after a crash:
 
-* :func:`write_copy` writes an item's planes (a :class:`~rawgate.daemon.planes.PlaneStack`,
+* :func:`write_copy` writes an item's planes (a :class:`~rawgate.codecs.planes.PlaneStack`,
   pulled one at a time) as a rawgate OME-TIFF through the streaming
-  :func:`~rawgate.daemon.codecs.containers.write_ome_tiff`: temporary file
+  :func:`~rawgate.codecs.containers.write_ome_tiff`: temporary file
   ``.{name}.{pid}.partial`` beside the destination, fsync, atomic rename, fsync of the
   directory; folders it creates are fsynced too. The copy's SHA-256 is taken by reading the
   finished file back from disk. A full disk (``ENOSPC``/``EDQUOT``) raises
   :class:`DiskFullError` and leaves neither a partial nor a final file.
 * :func:`verify_copy` re-reads the archived file from disk and decodes it one page at a time
-  (:func:`~rawgate.daemon.codecs.containers.read_ome_tiff_planes`), comparing every plane with
+  (:func:`~rawgate.codecs.containers.read_ome_tiff_planes`), comparing every plane with
   the raw one: bit-exact for lossless codecs; finite, in range and (optionally) unbiased for
   lossy ones. It can hand back chosen decoded planes for the ε check, so nothing is decoded twice.
 * :func:`promote` moves a verified copy from the staging area to its final place (atomic
@@ -58,13 +58,13 @@ import numpy as np
 import tifffile
 from rawgate.calibration._files import _fsync_dir, atomic_write, fsync_replace
 from rawgate.calibration.model import NoiseModel
-from rawgate.daemon.codecs import Codec
-from rawgate.daemon.codecs.containers import (
+from rawgate.codecs import Codec
+from rawgate.codecs.containers import (
     TIFF_TAG_INFO,
     read_ome_tiff_planes,
     write_ome_tiff,
 )
-from rawgate.daemon.planes import PlaneStack
+from rawgate.codecs.planes import PlaneStack
 
 __all__ = [
     "FOLDER_KINDS",

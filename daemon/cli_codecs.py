@@ -41,7 +41,7 @@ def read_image(path: Path, model=None) -> tuple[np.ndarray, dict[str, Any]]:
         raise FileNotFoundError(f"no such file: {path}")
     kind = _kind(path)
     if kind in ("ome-tiff", "ome-zarr"):
-        from .codecs import containers
+        from rawgate.codecs import containers
 
         reader = containers.read_ome_tiff if kind == "ome-tiff" else containers.read_ome_zarr
         arr, meta = reader(path)
@@ -62,7 +62,7 @@ def read_image(path: Path, model=None) -> tuple[np.ndarray, dict[str, Any]]:
             return s.asarray(), meta
     if kind == "npy":
         return np.load(path, allow_pickle=False), {}
-    from .codecs import codec_of
+    from rawgate.codecs import codec_of
 
     data = path.read_bytes()
     codec = codec_of(data, noise_model=model) if model is not None else codec_of(data)
@@ -91,7 +91,7 @@ def compress(
     axes: Annotated[Optional[str], typer.Option(help="axes of the input, e.g. TYX (default: from the file)")] = None,
 ) -> None:
     """Compress an image or stack; prints ratio, throughput and (with a calibration) SNR cost and bias."""
-    from .codecs import get_codec, quality
+    from rawgate.codecs import get_codec, quality
 
     with _user_errors():
         model = _load_model(calibration)
@@ -102,7 +102,7 @@ def compress(
         t0 = time.perf_counter()
         kind = _kind(dst)
         if kind in ("ome-tiff", "ome-zarr"):
-            from .codecs import containers
+            from rawgate.codecs import containers
 
             writer = containers.write_ome_tiff if kind == "ome-tiff" else containers.write_ome_zarr
             writer(dst, arr, c, axes=meta.get("axes"), metadata=meta.get("micromanager"),
@@ -115,7 +115,7 @@ def compress(
             _write_stream(dst, data)
             nbytes = len(data)
             if model is not None and getattr(c, "embed_model", True) is False:
-                from .codecs import store_model
+                from rawgate.codecs import store_model
 
                 console.print(f"model not embedded; stored for decoding in {store_model(model)}")
         dt = time.perf_counter() - t0
@@ -159,7 +159,7 @@ def decompress(
     with _user_errors():
         model = _load_model(calibration)
         if model is not None:
-            from .codecs import register_model
+            from rawgate.codecs import register_model
 
             register_model(model)
         arr, meta = read_image(src, model)
@@ -185,7 +185,7 @@ def decompress(
 
 def list_codecs() -> None:
     """List every codec with its family and options (use as NAME:key=value,...)."""
-    from .codecs import codec_classes
+    from rawgate.codecs import codec_classes
 
     t = Table(title="rawgate codecs")
     t.add_column("codec", style="bold")

@@ -76,11 +76,11 @@ def check(
 ) -> None:
     """Spot-check ε of a codec on one frame: exit 0 on pass, 1 on fail, 2 on bad input."""
     from .cli_codecs import read_image
-    from .codecs import get_codec
-    from .gate.check import GateConfig, spot_check
-    from .gate.report import write_report
-    from .gate.segmenter import load_segmenter
-    from .gate.verdict import VerdictPolicy
+    from rawgate.codecs import get_codec
+    from rawgate.gate.check import GateConfig, spot_check
+    from rawgate.gate.report import write_report
+    from rawgate.gate.segmenter import load_segmenter
+    from rawgate.gate.verdict import VerdictPolicy
 
     with _user_errors():
         if calibration is None:
@@ -173,8 +173,8 @@ def segmenter_train(
 ) -> None:
     """Train the random-forest pixel classifier from a sparse annotation and save it with skops."""
     from .cli_codecs import read_image
-    from .gate.features import FeatureSpec
-    from .gate.segmenter import train_pixel_classifier
+    from rawgate.gate.features import FeatureSpec
+    from rawgate.gate.segmenter import train_pixel_classifier
 
     with _user_errors():
         img, _ = read_image(image)
@@ -201,7 +201,7 @@ def segmenter_train(
 @segmenter_app.command("show")
 def segmenter_show(model: Annotated[Path, typer.Argument(help="model file (.skops)")]) -> None:
     """Print what a segmenter file holds (refuses files that are not rawgate segmenters)."""
-    from .gate.segmenter import PixelClassifier
+    from rawgate.gate.segmenter import PixelClassifier
 
     with _user_errors():
         m = PixelClassifier.load(model)

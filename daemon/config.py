@@ -142,7 +142,7 @@ class CalibrationConfig(_Strict):
 
 
 def _check_codec_spec(spec: str) -> str:
-    from .codecs import CodecError, get_codec
+    from rawgate.codecs import CodecError, get_codec
 
     try:
         get_codec(spec)
@@ -169,7 +169,7 @@ class CompressionConfig(_Strict):
     @field_validator("fallback_codec")
     @classmethod
     def _fallback(cls, v: str) -> str:
-        from .codecs import get_codec
+        from rawgate.codecs import get_codec
 
         _check_codec_spec(v)
         if not get_codec(v).lossless:

@@ -74,7 +74,7 @@ def _train_segmenter(inst: Any, out: Path) -> Path:
     dense-cell sample against the simulation's ground truth (no network, a few seconds)."""
     from rawgate.calibration.scenes import dense_cells
 
-    from .gate.segmenter import train_pixel_classifier
+    from rawgate.gate.segmenter import train_pixel_classifier
 
     img = inst.snap(1)[0]
     truth = dense_cells(img.shape, seed=0).labels

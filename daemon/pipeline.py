@@ -47,8 +47,8 @@ from .archive import (
     write_copy,
 )
 from .calibrations import ModelLibrary, select_model
-from .codecs import get_codec
-from .codecs.models import fresh_model_lookup
+from rawgate.codecs import get_codec
+from rawgate.codecs.models import fresh_model_lookup
 from .config import RawgateConfig, RuleConfig, WatchConfig
 from .ledger import Item, ItemState, Ledger, StaleTransitionError
 from .sources import ItemRef, SourceError, UnsafePathError, item_files, open_stack
@@ -160,7 +160,7 @@ class Worker:
     def segmenter(self) -> Any:
         spec = self.cfg.daemon.gate.segmenter
         if spec and self._segmenter is None:
-            from .gate.segmenter import load_segmenter
+            from rawgate.gate.segmenter import load_segmenter
 
             self._segmenter = load_segmenter(spec)
         return self._segmenter
@@ -294,9 +294,9 @@ def _check_regions(raw: np.ndarray, decoded: np.ndarray, model: NoiseModel, g: A
 
 
 def _check(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
-    from .codecs.containers import read_ome_tiff_planes
-    from .gate.check import GateConfig, spot_check
-    from .gate.verdict import VerdictPolicy
+    from rawgate.codecs.containers import read_ome_tiff_planes
+    from rawgate.gate.check import GateConfig, spot_check
+    from rawgate.gate.verdict import VerdictPolicy
 
     g = w.cfg.daemon.gate
     codec = get_codec(item.codec)
@@ -332,7 +332,7 @@ def _check(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
                                          meta={"item": item.relpath, "plane": i, "region": where, "codec": item.codec})
                         reports.append({"plane": i, "region": where, **rep.to_dict()})
                         if g.html_report:
-                            from .gate.report import write_report
+                            from rawgate.gate.report import write_report
 
                             write_report(rep, w.cfg.daemon.state_dir / "reports" / str(item.id)
                                          / (f"plane-{i}" + (f"-tile-{k}" if k else "")))

@@ -8,7 +8,7 @@ Micro-Manager 2 / pycro-manager NDTiff folder, a folder configured as an image s
   ``stat`` calls, at most three small reads of a TIFF header, never a full TIFF parse.
 * :func:`scan` walks a whole watched root (the reconciliation scan).
 * :func:`item_files` lists the files making up an item (checksums, releasing raw data).
-* :func:`open_stack` opens an item as a :class:`~rawgate.daemon.planes.PlaneStack`: lazy, one
+* :func:`open_stack` opens an item as a :class:`~rawgate.codecs.planes.PlaneStack`: lazy, one
   plane per :meth:`plane` call, with a :class:`SourceError` naming the reason when the item
   cannot be read (empty, truncated, not an image, gone, unreadable, unsupported pixels).
 
@@ -1126,7 +1126,7 @@ class NpyStack(_StackBase):
 
 
 def open_stack(root: str | os.PathLike, ref: ItemRef) -> TiffStack | NDTiffDatasetStack | SequenceStack | NpyStack:
-    """Open an item for reading plane by plane (a :class:`~rawgate.daemon.planes.PlaneStack`,
+    """Open an item for reading plane by plane (a :class:`~rawgate.codecs.planes.PlaneStack`,
     also a context manager). Nothing but headers and indexes is read here.
 
     Raises

@@ -30,13 +30,13 @@ from rawgate.daemon.archive import (
     write_bag_manifest,
     write_copy,
 )
-from rawgate.daemon.codecs.containers import (
+from rawgate.codecs.containers import (
     read_ome_tiff,
     read_ome_tiff_planes,
     write_ome_tiff,
 )
-from rawgate.daemon.codecs.lossless import n_workers
-from rawgate.daemon.planes import ArrayStack, PlaneStack
+from rawgate.codecs.lossless import n_workers
+from rawgate.codecs.planes import ArrayStack, PlaneStack
 
 H, W = 40, 56  # not square: catches transposed planes
 

@@ -57,7 +57,7 @@ def test_plain_multipage_tiff_goes_into_an_ome_tiff(data):
     assert r.returncode == 0, r.stderr
     with tifffile.TiffFile(tmp / "plain.ome.tif") as tf:
         assert tf.series[0].axes == "TYX"
-    from rawgate.daemon.codecs.containers import read_ome_tiff
+    from rawgate.codecs.containers import read_ome_tiff
 
     arr, _ = read_ome_tiff(tmp / "plain.ome.tif")
     np.testing.assert_array_equal(np.asarray(arr), raw)

@@ -27,7 +27,7 @@ from hypothesis.extra import numpy as hnp
 from rawgate.calibration.instruments._protocol import CameraIdentity
 from rawgate.calibration.model import ModelError, ModelMismatchError, NoiseModel
 from rawgate.calibration.simulation import make_sensor_truth
-from rawgate.daemon.codecs import (
+from rawgate.codecs import (
     CodecError,
     CorruptStreamError,
     ModelNotFoundError,
@@ -39,7 +39,7 @@ from rawgate.daemon.codecs import (
     parse_spec,
     store_model,
 )
-from rawgate.daemon.codecs._stream import MAGIC, pack, peek_header, unpack
+from rawgate.codecs._stream import MAGIC, pack, peek_header, unpack
 
 #: every error a bad stream may legitimately raise (all ValueError subclasses)
 STREAM_ERRORS = (CorruptStreamError, CodecError, ModelError)
@@ -939,8 +939,8 @@ def test_fresh_process_needs_the_model_names_it_and_finds_it_in_a_store(streams,
     code = textwrap.dedent(f"""
         import os, numpy as np
         from pathlib import Path
-        from rawgate.daemon.codecs import ModelNotFoundError, decode_any, get_codec
-        from rawgate.daemon.codecs._stream import peek_header
+        from rawgate.codecs import ModelNotFoundError, decode_any, get_codec
+        from rawgate.codecs._stream import peek_header
         d = Path({str(tmp_path)!r})
         s = d.joinpath("no.bin").read_bytes()
         for how, dec in (("decode_any", lambda: decode_any(s)),

@@ -17,17 +17,17 @@ import zarr
 from rawgate.calibration.instruments import CameraIdentity
 from rawgate.calibration.model import ModelError, NoiseModel
 from rawgate.calibration.simulation import make_sensor_truth, render_frames
-from rawgate.daemon.codecs import (
+from rawgate.codecs import (
     CodecError,
     CorruptStreamError,
     ModelNotFoundError,
     get_codec,
     store_model,
 )
-from rawgate.daemon.codecs import containers as C
-from rawgate.daemon.codecs._stream import peek_header
-from rawgate.daemon.codecs.noisecal import CodecMaps, codec_maps
-from rawgate.daemon.codecs.containers import (
+from rawgate.codecs import containers as C
+from rawgate.codecs._stream import peek_header
+from rawgate.codecs.noisecal import CodecMaps, codec_maps
+from rawgate.codecs.containers import (
     MODEL_ARRAY,
     TIFF_COMPRESSION,
     TIFF_TAG_INFO,
@@ -128,7 +128,7 @@ def test_tiff_layout_one_stream_per_plane(tmp_path):
             assert header["shape"] == [H, W]
             assert (TIFF_TAG_INFO in page.tags) == (i == 0)
         assert tif.series[0].axes == "ZYX"
-    # plain tifffile (this process imported rawgate.daemon.codecs) reads it too
+    # plain tifffile (this process imported rawgate.codecs) reads it too
     np.testing.assert_array_equal(tifffile.imread(p), data)
     np.testing.assert_array_equal(tifffile.imread(p, key=2), data[2])
 
@@ -253,8 +253,8 @@ def test_stored_payload_is_the_codec_maps_and_decodes_without_the_model(tmp_path
     (tmp_path / "empty_xdg").mkdir()
     res = _fresh(f"""
         import json, numpy as np, tifffile, zarr
-        from rawgate.daemon.codecs import ModelNotFoundError, find_model
-        from rawgate.daemon.codecs.containers import read_ome_tiff, read_ome_zarr
+        from rawgate.codecs import ModelNotFoundError, find_model
+        from rawgate.codecs.containers import read_ome_tiff, read_ome_zarr
         expected = np.load("expected.npy")
         r = {{}}
         try:
@@ -291,8 +291,8 @@ def test_version_1_files_with_the_whole_model_are_still_read(tmp_path, sensor, m
     np.save(tmp_path / "expected.npy", _per_plane(codec, frames))
     res = _fresh(f"""
         import json, numpy as np, tifffile, zarr
-        from rawgate.daemon.codecs import find_model
-        from rawgate.daemon.codecs.containers import read_ome_tiff, read_ome_zarr
+        from rawgate.codecs import find_model
+        from rawgate.codecs.containers import read_ome_tiff, read_ome_zarr
         expected = np.load("expected.npy")
         r = {{"zarr_bare": bool(np.array_equal(zarr.open("i.zarr/0", mode="r")[...], expected))}}
         r["tiff"] = bool(np.array_equal(read_ome_tiff("n.ome.tif")[0], expected))
@@ -384,9 +384,9 @@ def test_fresh_process_tifffile_imread(tmp_path, sensor):
     np.save(tmp_path / "noisecal.npy", _per_plane(codec, frames))
     res = _fresh("""
         import json, numpy as np, tifffile
-        import rawgate.daemon.codecs  # registers the TIFF decoder
-        from rawgate.daemon.codecs import ModelNotFoundError
-        from rawgate.daemon.codecs.containers import read_ome_tiff
+        import rawgate.codecs  # registers the TIFF decoder
+        from rawgate.codecs import ModelNotFoundError
+        from rawgate.codecs.containers import read_ome_tiff
         r = {"lossless": bool(np.array_equal(tifffile.imread("l.ome.tif"), np.load("lossless.npy")))}
         try:
             tifffile.imread("n.ome.tif")
@@ -416,7 +416,7 @@ def test_fresh_process_zarr_open_without_importing_rawgate(tmp_path, sensor):
         r = {"before": before}
         r["lossless"] = bool(np.array_equal(zarr.open("l.zarr/0", mode="r")[...], np.load("lossless.npy")))
         r["noisecal"] = bool(np.array_equal(zarr.open("n.zarr", mode="r")["0"][...], np.load("noisecal.npy")))
-        r["loaded_by_zarr"] = "rawgate.daemon.codecs.containers" in sys.modules
+        r["loaded_by_zarr"] = "rawgate.codecs.containers" in sys.modules
         print(json.dumps(r))
     """, tmp_path)
     assert res == {"before": False, "lossless": True, "noisecal": True, "loaded_by_zarr": True}
@@ -446,7 +446,7 @@ def test_fresh_process_zarr_model_in_group_array(tmp_path, sensor):
     assert res["store"]
     res = _fresh("""
         import json, numpy as np
-        from rawgate.daemon.codecs.containers import read_ome_zarr
+        from rawgate.codecs.containers import read_ome_zarr
         a, meta = read_ome_zarr("n.zarr")
         print(json.dumps({"ok": bool(np.array_equal(a, np.load("noisecal.npy")))}))
     """, tmp_path)

@@ -21,7 +21,7 @@ import pytest
 import tifffile
 
 from rawgate.daemon.archive import check_bag, sha256_file
-from rawgate.daemon.codecs.containers import read_ome_tiff
+from rawgate.codecs.containers import read_ome_tiff
 from rawgate.daemon.ledger import Ledger
 
 from daemon_harness import Tree, wait_until

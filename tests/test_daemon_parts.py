@@ -112,7 +112,7 @@ def test_demo_story_on_the_simulated_microscope(tmp_path):
     rejected, archived losslessly and its raw data kept. (The calibration half is tested in
     test_cli; the simulation's truth maps stand in for its result here.)"""
     from rawgate.calibration.simulation import make_sensor_truth as mst
-    from rawgate.daemon.codecs.containers import read_ome_tiff
+    from rawgate.codecs.containers import read_ome_tiff
     from rawgate.daemon.demo import run_daemon_demo
 
     truth = mst((256, 256), seed=7)

@@ -1,7 +1,7 @@
 """Files written by an earlier rawgate still read back the same (``tests/data/formats``).
 
 The fixtures were written by ``tests/data/formats/make_fixtures.py`` while the codecs lived at
-``rawgate.daemon.codecs``: a bare ``noisecal`` stream that embeds its model, a ``zstd`` stream, a
+``rawgate.codecs``: a bare ``noisecal`` stream that embeds its model, a ``zstd`` stream, a
 3-plane OME-TIFF coded with ``noisecal`` and two OME-Zarr images (``zstd``, and ``noisecal`` with
 the model in the codec configuration). Codec ids, stream layouts and container fields must not
 change when code moves; this test is what says they did not. Each decode runs as a fresh process
@@ -21,9 +21,9 @@ import pytest
 import tifffile
 
 from rawgate.calibration.model import NoiseModel
-from rawgate.daemon.codecs import codec_of, decode_any, get_codec
-from rawgate.daemon.codecs.containers import read_ome_tiff, read_ome_tiff_planes, read_ome_zarr
-from rawgate.daemon.codecs.models import fresh_model_lookup
+from rawgate.codecs import codec_of, decode_any, get_codec
+from rawgate.codecs.containers import read_ome_tiff, read_ome_tiff_planes, read_ome_zarr
+from rawgate.codecs.models import fresh_model_lookup
 
 DATA = Path(__file__).parent / "data" / "formats"
 MODEL_SHA = "814f28ddad4a643f141c52ebea9e4afedb8859df2ac43d9520eb1a2799426460"

@@ -15,19 +15,19 @@ from typer.testing import CliRunner
 from rawgate.calibration.replicas import replicas
 from rawgate.calibration.simulation import make_sensor_truth, render_frames, truth_noise_model
 from rawgate.daemon.cli import app
-from rawgate.daemon.codecs import get_codec
-from rawgate.daemon.gate import segmenter as segmod
-from rawgate.daemon.gate._filters import gaussian_filter1d
-from rawgate.daemon.gate.check import GateConfig, GateError, spot_check
-from rawgate.daemon.gate.epsilon import EpsilonStat, filter_epsilon, noise_epsilon, object_epsilon, whole_epsilon
-from rawgate.daemon.gate.features import FeatureSpec, compute_features, feature_names, noise_power
-from rawgate.daemon.gate.segmenter import (
+from rawgate.codecs import get_codec
+from rawgate.gate import segmenter as segmod
+from rawgate.gate._filters import gaussian_filter1d
+from rawgate.gate.check import GateConfig, GateError, spot_check
+from rawgate.gate.epsilon import EpsilonStat, filter_epsilon, noise_epsilon, object_epsilon, whole_epsilon
+from rawgate.gate.features import FeatureSpec, compute_features, feature_names, noise_power
+from rawgate.gate.segmenter import (
     PixelClassifier,
     SegmenterError,
     load_segmenter,
     train_pixel_classifier,
 )
-from rawgate.daemon.gate.verdict import ParameterRule, VerdictPolicy, judge
+from rawgate.gate.verdict import ParameterRule, VerdictPolicy, judge
 
 # ----------------------------------------------------------------------------- fixtures
 SIZE = 192
@@ -249,7 +249,7 @@ def test_entry_point_plugin(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- ε and verdict
 def test_epsilon_formula_and_null():
     """ε = (χ_raw − χ_c)/σ_raw with σ from the replicas; the null holds each replica out."""
-    from rawgate.daemon.gate.measure import Measurements
+    from rawgate.gate.measure import Measurements
 
     def m(n, a):
         return Measurements(whole={"N": n, "A_tot": a}, objects={}, centres=np.zeros((0, 2)),
@@ -280,7 +280,7 @@ def test_filter_epsilon_rms_of_a_replica_is_about_one():
 
 def test_count_change_of_one_passes_when_replicas_agree():
     """All replicas agree on N (σ floored at ½): one object more is the count's resolution."""
-    from rawgate.daemon.gate.measure import Measurements
+    from rawgate.gate.measure import Measurements
 
     def m(n):
         return Measurements(whole={"N": n, "A_tot": 100}, objects={}, centres=np.zeros((0, 2)),
@@ -295,7 +295,7 @@ def test_count_change_of_one_passes_when_replicas_agree():
 
 
 def _objects(values, name="Area"):
-    from rawgate.daemon.gate.measure import Measurements
+    from rawgate.gate.measure import Measurements
 
     n = len(values)
     centres = np.stack([np.arange(n) * 20.0, np.zeros(n)], axis=1)

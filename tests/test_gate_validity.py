@@ -16,11 +16,11 @@ import pytest
 from rawgate.calibration import scenes
 from rawgate.calibration.replicas import replicas
 from rawgate.calibration.simulation import make_sensor_truth, truth_noise_model
-from rawgate.daemon.codecs import get_codec
-from rawgate.daemon.codecs.lossless import RatioNotReachedWarning
-from rawgate.daemon.codecs.lossy import eightbit_decode_table, imagej_to_8bit
-from rawgate.daemon.gate.check import GateConfig, prepare_reference
-from rawgate.daemon.gate.segmenter import train_pixel_classifier
+from rawgate.codecs import get_codec
+from rawgate.codecs.lossless import RatioNotReachedWarning
+from rawgate.codecs.lossy import eightbit_decode_table, imagej_to_8bit
+from rawgate.gate.check import GateConfig, prepare_reference
+from rawgate.gate.segmenter import train_pixel_classifier
 
 SHAPE = (192, 192)
 TRIALS = 4

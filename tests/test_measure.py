@@ -13,8 +13,8 @@ import warnings
 
 import numpy as np
 import pytest
-from rawgate.daemon.gate.matching import MatchResult, instance_metrics, match_objects
-from rawgate.daemon.gate.measure import (
+from rawgate.gate.matching import MatchResult, instance_metrics, match_objects
+from rawgate.gate.measure import (
     PARAMETERS_2D,
     PARAMETERS_3D,
     WHOLE_2D,

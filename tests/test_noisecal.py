@@ -21,9 +21,9 @@ import pytest
 from rawgate.calibration.instruments._protocol import CameraIdentity
 from rawgate.calibration.model import NoiseModel
 from rawgate.calibration.simulation import make_sensor_truth, render_frames
-from rawgate.daemon.codecs import NoiseCal, decode_any, get_codec
-from rawgate.daemon.codecs import _vst_kernels as K
-from rawgate.daemon.codecs._stream import peek_header, unpack
+from rawgate.codecs import NoiseCal, decode_any, get_codec
+from rawgate.codecs import _vst_kernels as K
+from rawgate.codecs._stream import peek_header, unpack
 from scipy import stats
 
 H = W = 256

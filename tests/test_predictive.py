@@ -1,13 +1,13 @@
-"""The dither-aware predictive entropy stage of noisecal (daemon/codecs/_predictive.py)."""
+"""The dither-aware predictive entropy stage of noisecal (codecs/_predictive.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rawgate.daemon.codecs import _predictive as PR
-from rawgate.daemon.codecs import _vst_kernels as K
-from rawgate.daemon.codecs.entropy import encode_tiles
+from rawgate.codecs import _predictive as PR
+from rawgate.codecs import _vst_kernels as K
+from rawgate.codecs.entropy import encode_tiles
 
 
 def _dithered_codes(shape, seed, step=2.0, dtype=np.uint8, rng=None):
@@ -67,7 +67,7 @@ def test_truncated_padded_or_misshapen_payloads_are_refused():
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 3, 5), (2, 37, 53), (1, 16, 4096)])
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 def test_pack2_round_trip_is_exact(shape, dtype):
-    from rawgate.daemon.codecs.entropy import decode_codes, encode_codes
+    from rawgate.codecs.entropy import decode_codes, encode_codes
 
     codes = _dithered_codes(shape, seed=4, dtype=dtype)
     codes.flat[::7] = np.iinfo(dtype).max - 1  # many escapes
@@ -80,10 +80,10 @@ def test_pack2_written_inside_the_forward_kernel_equals_the_standalone_coder():
     """noisecal's fast preset packs rows inside its forward kernel; the payload must be the one
     the standalone stage writes for the same codes (one format, two writers)."""
     from rawgate.calibration.model import CameraIdentity, NoiseModel
-    from rawgate.daemon.codecs import NoiseCal, _stream
+    from rawgate.codecs import NoiseCal, _stream
     import imagecodecs
 
-    from rawgate.daemon.codecs.entropy import decode_codes, encode_codes
+    from rawgate.codecs.entropy import decode_codes, encode_codes
 
     rng = np.random.default_rng(3)
     shape = (64, 96)
@@ -112,7 +112,7 @@ def test_pack2_written_inside_the_forward_kernel_equals_the_standalone_coder():
 
 
 def test_pack2_payload_damage_is_refused():
-    from rawgate.daemon.codecs.entropy import EntropyError, decode_codes, encode_codes
+    from rawgate.codecs.entropy import EntropyError, decode_codes, encode_codes
 
     codes = _dithered_codes((1, 32, 32), seed=6)
     b = encode_codes(codes, "pack2", 16, 6)

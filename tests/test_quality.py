@@ -16,7 +16,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.signal import correlate2d
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from rawgate.daemon.codecs import quality as q
+from rawgate.codecs import quality as q
 
 W = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 

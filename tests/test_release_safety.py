@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from rawgate.daemon.archive import check_bag, sha256_file
-from rawgate.daemon.codecs import get_codec, register_model
-from rawgate.daemon.codecs.containers import read_ome_tiff_planes
-from rawgate.daemon.codecs.models import find_model, fresh_model_lookup, store_model
-from rawgate.daemon.codecs.noisecal import _MAPS
+from rawgate.codecs import get_codec, register_model
+from rawgate.codecs.containers import read_ome_tiff_planes
+from rawgate.codecs.models import find_model, fresh_model_lookup, store_model
+from rawgate.codecs.noisecal import _MAPS
 from rawgate.daemon.ledger import Ledger
 from rawgate.calibration.simulation import make_sensor_truth, render_frames, truth_noise_model
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from rawgate.daemon.planes import PlaneStack
+from rawgate.codecs.planes import PlaneStack
 from rawgate.daemon.sources import (
     DEFAULT_IGNORE,
     ItemRef,

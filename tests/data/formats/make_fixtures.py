@@ -1,6 +1,6 @@
 """Write the format fixtures in this folder (run once, by hand; the files are committed).
 
-They were written by rawgate before its codecs moved from ``rawgate.daemon.codecs`` to
+They were written by rawgate before its codecs moved from ``rawgate.codecs`` to
 ``rawgate.codecs``: ``tests/test_formats_fixed.py`` reads them with today's code, so a move or
 a refactor that changed a codec id, a stream layout or a container field fails there.
 Usage: ``python tests/data/formats/make_fixtures.py``.
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from rawgate.calibration.simulation import make_sensor_truth, render_frames, truth_noise_model
-from rawgate.daemon.codecs import get_codec
-from rawgate.daemon.codecs.containers import read_ome_tiff, read_ome_zarr, write_ome_tiff, write_ome_zarr
+from rawgate.codecs import get_codec
+from rawgate.codecs.containers import read_ome_tiff, read_ome_zarr, write_ome_tiff, write_ome_zarr
 
 HERE = Path(__file__).parent
 

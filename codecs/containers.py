@@ -16,7 +16,7 @@ by its first bytes), are still read: that model is verified and registered.
 OME-TIFF
 --------
 * Compression tag :data:`TIFF_COMPRESSION` (50400, private range; not a value tifffile,
-  libtiff or imagecodecs use). ``import rawgate.daemon.codecs`` registers the decoder in
+  libtiff or imagecodecs use). ``import rawgate.codecs`` registers the decoder in
   ``tifffile.TIFF.DECOMPRESSORS``, so ``tifffile.imread`` reads these files in any process that
   imported rawgate. A custom code takes tifffile's generic path: ``decompress(data, out=nbytes)``
   must return the segment's bytes in the file's byte order (always little-endian here); the
@@ -31,7 +31,7 @@ OME-TIFF
   :data:`TIFF_TAG_MODEL` (65401, UNDEFINED: ``CodecMaps.to_bytes()``). The OME-XML carries the
   axes and physical sizes for every OME reader. (Not Micro-Manager's own tag 51123: tifffile
   then takes the file for a Micro-Manager stack and logs header errors on every read.)
-* Streaming: :func:`write_ome_tiff` also takes a :class:`~rawgate.daemon.planes.PlaneStack`
+* Streaming: :func:`write_ome_tiff` also takes a :class:`~rawgate.codecs.planes.PlaneStack`
   (a 4 GiB Micro-Manager stack is never held in memory): planes are pulled one at a time and
   coded in a bounded window, and :func:`read_ome_tiff_planes` decodes one page at a time.
   The finished file is fsynced before it is renamed over ``path`` and the directory after.
@@ -95,7 +95,7 @@ import numpy as np
 import tifffile
 from rawgate.calibration._files import fsync_replace
 from rawgate.calibration.model import ModelError, NoiseModel
-from rawgate.daemon.planes import PlaneStack
+from rawgate.codecs.planes import PlaneStack
 
 from ._stream import CorruptStreamError, peek_header
 from .base import Codec, CodecError, get_codec
@@ -381,7 +381,7 @@ def _tiff_decompress_missing_model(data: Any, out: Any = None, **kwargs: Any) ->
     except ModelNotFoundError as e:
         raise ModelNotFoundError(
             f"{e}. This OME-TIFF stores the model once (TIFF tag {TIFF_TAG_MODEL}): read it with "
-            "rawgate.daemon.codecs.containers.read_ome_tiff(path), which registers it"
+            "rawgate.codecs.containers.read_ome_tiff(path), which registers it"
         ) from None
 
 
@@ -450,7 +450,7 @@ def write_ome_tiff(
         beside it, fsynced, renamed over ``path``, and the directory fsynced. On any error the
         temporary file is removed and ``path`` is untouched.
     data
-        ``(..., Y, X)`` array, or a :class:`~rawgate.daemon.planes.PlaneStack`, whose planes are
+        ``(..., Y, X)`` array, or a :class:`~rawgate.codecs.planes.PlaneStack`, whose planes are
         then read one at a time (never the whole stack: at most ``2 * n_workers()`` planes are
         read ahead of the one being written). Every ``(Y, X)`` plane becomes one TIFF page with
         one segment.
@@ -642,7 +642,7 @@ def read_ome_tiff(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
 
 class OmeTiffPlanes:
     """A rawgate OME-TIFF read lazily, one decoded ``(Y, X)`` page at a time (a
-    :class:`~rawgate.daemon.planes.PlaneStack`).
+    :class:`~rawgate.codecs.planes.PlaneStack`).
 
     Made by :func:`read_ome_tiff_planes`; holds the file open until :meth:`close` (or the end of
     a ``with`` block). Only the page asked for is read and decoded, so a 4 GiB stack is checked
@@ -651,7 +651,7 @@ class OmeTiffPlanes:
     Attributes
     ----------
     shape, dtype, axes, metadata, physical_sizes
-        As in :class:`~rawgate.daemon.planes.PlaneStack`; ``metadata`` is the Micro-Manager
+        As in :class:`~rawgate.codecs.planes.PlaneStack`; ``metadata`` is the Micro-Manager
         metadata stored in the file (``{}`` if none).
     info
         ``{"axes", "physical_sizes", "micromanager", "codec", "codec_config", "model_sha256"}``,
@@ -766,7 +766,7 @@ def read_ome_tiff_planes(path: str | os.PathLike) -> OmeTiffPlanes:
     Returns
     -------
     OmeTiffPlanes
-        A :class:`~rawgate.daemon.planes.PlaneStack` whose ``plane(i)`` decodes page ``i``,
+        A :class:`~rawgate.codecs.planes.PlaneStack` whose ``plane(i)`` decodes page ``i``,
         with the file's ``info`` dict.
     """
     return OmeTiffPlanes(path)
@@ -880,7 +880,7 @@ def _make_zarr_codec_class() -> type:
             return ModelNotFoundError(
                 f"this zarr array needs noise model {sha}, which is neither registered nor in a "
                 f"model store (RAWGATE_MODEL_PATH or ~/.local/share/rawgate/models).{where} read "
-                "it with rawgate.daemon.codecs.containers.read_ome_zarr(path), which registers it"
+                "it with rawgate.codecs.containers.read_ome_zarr(path), which registers it"
             )
 
         def _decode_sync(self, chunk_bytes: Any, chunk_spec: Any) -> Any:
@@ -1104,4 +1104,4 @@ def read_ome_zarr(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     }
 
 
-register_tifffile()  # on import (``import rawgate.daemon.codecs`` imports this module)
+register_tifffile()  # on import (``import rawgate.codecs`` imports this module)

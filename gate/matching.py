@@ -80,7 +80,7 @@ def match_objects(ref_centres: np.ndarray, other_centres: np.ndarray, *,
     ----------
     ref_centres : numpy.ndarray
         ``(n, d)`` centres of the reference objects (array-index coordinates, e.g.
-        :attr:`Measurements.centres <rawgate.daemon.gate.measure.Measurements.centres>`) [px].
+        :attr:`Measurements.centres <rawgate.gate.measure.Measurements.centres>`) [px].
     other_centres : numpy.ndarray
         ``(m, d)`` centres of the objects to search [px].
     max_distance : float

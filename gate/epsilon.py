@@ -388,7 +388,7 @@ def noise_epsilon(raw_power: float, replica_power: np.ndarray, compressed_power:
     """How much of the camera noise the decoded image kept: ``log2(P_c / P_raw)``.
 
     ``P`` is the high-frequency power of an image at the sampled pixels
-    (:func:`rawgate.daemon.gate.features.noise_power`). Raw itself scores 0, a replica (raw plus
+    (:func:`rawgate.gate.features.noise_power`). Raw itself scores 0, a replica (raw plus
     one more noise) about +1, a codec that keeps the noise (``noisecal``) between them, and a
     codec that smooths it away (JPEG at high ratios) well below 0. The null is the replicas'
     values; the verdict's interval spans 0 to them, widened by the margin.

@@ -1,8 +1,8 @@
 """Plane stacks: an image or dataset read one ``(Y, X)`` plane at a time.
 
-The daemon never holds a whole acquisition in memory (a Micro-Manager NDTiff file grows to
-4 GiB): readers of the watched data (:mod:`rawgate.daemon.sources`) return a :class:`PlaneStack`,
-and the archive writer, the verifier and the ε spot check pull planes from it one by one.
+A whole acquisition is never held in memory (a Micro-Manager NDTiff file grows to 4 GiB):
+readers of acquired data (the daemon's plane readers, for one) return a :class:`PlaneStack`, and
+the OME-TIFF writer, the verifier and the ε spot check pull planes from it one by one.
 :class:`ArrayStack` wraps an in-memory array in the same interface.
 """
 
