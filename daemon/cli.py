@@ -29,6 +29,26 @@ config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True
 app.add_typer(calibration_app, name="calibration")
 app.add_typer(config_app, name="config")
 
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("rawgate")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            v = "unknown (not installed)"
+        typer.echo(f"rawgate {v}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the installed version and exit.")] = False,
+) -> None:
+    """Noise-calibrated, ε-gated compression beside the microscope."""
+
 from ._cli_common import EXIT_BAD_INPUT, EXIT_FAILED_CHECK, _fail, _user_errors, console, err  # noqa: E402
 
 # ---------------------------------------------------------------------------- config
