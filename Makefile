@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test bench bench-codecs bench-gate bench-daemon install clean
+.PHONY: demo test bench bench-codecs bench-gate bench-daemon bench-archive install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-bench: bench-codecs bench-gate bench-daemon
+bench: bench-codecs bench-gate bench-daemon bench-archive
 	$(PY) bench/bench_calibration.py
+
+# archive size vs the bare codec: the model embedded in each copy vs stored once per archive
+bench-archive: $(STAMP)
+	mkdir -p bench/results
+	$(PY) bench/archive_ratio.py | tee bench/results/archive_ratio.txt
 
 # ε gate: verdict pass rates on the benchmark scenes (≈ 30 min) and one 2048² spot check's time/memory
 bench-gate: $(STAMP)

@@ -92,6 +92,9 @@ class Codec(_NumcodecsCodec):
     min_ndim: ClassVar[int] = 2
     #: per-option help for ``rawgate codecs``.
     option_help: ClassVar[dict[str, str]] = {}
+    #: the codec codes with the camera's noise model (``noise_model=``; containers store the
+    #: model's maps once per file or once per archive)
+    needs_noise_model: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ identity
     @property

@@ -93,7 +93,7 @@ from typing import IO, Any, Self
 
 import numpy as np
 import tifffile
-from rawgate.calibration._files import fsync_replace
+from rawgate.calibration._files import atomic_write, fsync_replace
 from rawgate.calibration.model import ModelError, NoiseModel
 from rawgate.codecs.planes import PlaneStack
 
@@ -101,11 +101,13 @@ from ._stream import CorruptStreamError, peek_header
 from .base import Codec, CodecError, get_codec
 from .lossless import n_workers
 from .models import ModelNotFoundError, find_model, model_sha256, register_model
-from .noisecal import CodecMaps, codec_maps, register_maps
+from .noisecal import CodecMaps, codec_maps, maps_registered, register_maps
 
 __all__ = [
     "CONFIG_MODEL_LIMIT",
     "MODEL_ARRAY",
+    "MODEL_FILE_SUFFIX",
+    "MODELS_DIR",
     "TIFF_COMPRESSION",
     "TIFF_TAG_INFO",
     "TIFF_TAG_MODEL",
@@ -116,6 +118,9 @@ __all__ = [
     "read_ome_tiff_planes",
     "read_ome_zarr",
     "register_tifffile",
+    "find_model_file",
+    "model_file_name",
+    "write_model_file",
     "write_ome_tiff",
     "write_ome_zarr",
 ]
@@ -127,6 +132,10 @@ TIFF_TAG_INFO = 65400
 #: private TIFF tag (first page): ``CodecMaps.to_bytes()`` of the model the streams need
 #: (format version 1: ``NoiseModel.to_bytes()``, still read)
 TIFF_TAG_MODEL = 65401
+#: a noise model's codec maps stored once beside many files: ``<model sha256>.rgmaps`` in a
+#: ``models/`` folder next to the files or above them (in a BagIt archive: ``data/models/``)
+MODEL_FILE_SUFFIX = ".rgmaps"
+MODELS_DIR = "models"
 #: name of the codec in zarr metadata and of the ``zarr.codecs`` entry point
 ZARR_CODEC_NAME = "rawgate"
 #: the array (in the OME-Zarr image group) holding the maps when they are not in the codec config
@@ -159,7 +168,7 @@ class ContainerError(ValueError):
 
 # ====================================================================== shared helpers
 def _needs_model(codec: Codec) -> bool:
-    return any(f.name == "embed_model" for f in dataclasses.fields(codec))
+    return codec.needs_noise_model
 
 
 def _prepare_codec(codec: Codec | str | dict, noise_model: NoiseModel | None,
@@ -305,6 +314,67 @@ def _register_stored_model(data: Any, expected_sha: str | None,
     return maps
 
 
+def model_file_name(model_sha256: str) -> str:
+    """File name of a model's stored maps: ``<sha256>.rgmaps``."""
+    return f"{model_sha256}{MODEL_FILE_SUFFIX}"
+
+
+def write_model_file(model: NoiseModel, directory: str | os.PathLike) -> Path:
+    """Store a model's codec maps once, as ``directory/<sha256>.rgmaps``, for OME-TIFFs written
+    with ``embed_model=False`` in or below ``directory``'s parent (see :func:`find_model_file`).
+
+    Written atomically (temporary file, fsync, rename, fsync of the folder). A file already
+    there with the same bytes is left alone; one with other bytes (damaged) is replaced.
+
+    Returns
+    -------
+    Path
+        The model file.
+    """
+    payload = _model_payload(model)
+    path = Path(directory) / model_file_name(model_sha256(model))
+    try:
+        if path.stat().st_size == len(payload) and path.read_bytes() == payload:
+            return path
+    except OSError:
+        pass
+    atomic_write(path, lambda fh: fh.write(payload))
+    return path
+
+
+def find_model_file(near: str | os.PathLike, model_sha256: str) -> Path | None:
+    """The stored maps a file at ``near`` refers to: ``models/<sha256>.rgmaps`` or
+    ``data/models/<sha256>.rgmaps`` in the file's folder or any folder above it (nearest
+    first), so a copy inside a BagIt archive and one in its staging folder both find the
+    archive's models. ``None`` when there is none."""
+    name = model_file_name(model_sha256)
+    for d in Path(os.path.abspath(near)).parents:
+        for cand in (d / MODELS_DIR / name, d / "data" / MODELS_DIR / name):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def _register_model_near(path: Path, sha: str) -> None:
+    """Register the maps a file stores outside itself, unless this process holds them already."""
+    if maps_registered(sha):
+        return
+    found = find_model_file(path, sha)
+    if found is None:
+        if find_model(sha) is not None:  # a model store has it
+            return
+        name = model_file_name(sha)
+        raise ModelNotFoundError(
+            f"{path} needs noise model {sha}, which it does not embed: no {MODELS_DIR}/{name} (or "
+            f"data/{MODELS_DIR}/{name}) beside it or in a folder above it, and none in the model "
+            "stores (RAWGATE_MODEL_PATH or ~/.local/share/rawgate/models)")
+    try:
+        data = found.read_bytes()
+    except OSError as e:
+        raise ModelError(f"{path}: its noise model {found} cannot be read: {e}") from e
+    _register_stored_model(data, sha, f"{found} (the noise model of {path})")
+
+
 def _decode_stream(codec: Codec | None, data: Any) -> np.ndarray:
     """Decode one stream (``codec`` None: the codec the stream names)."""
     header = peek_header(data)
@@ -380,8 +450,9 @@ def _tiff_decompress_missing_model(data: Any, out: Any = None, **kwargs: Any) ->
         return _tiff_decompress(data, out, **kwargs)
     except ModelNotFoundError as e:
         raise ModelNotFoundError(
-            f"{e}. This OME-TIFF stores the model once (TIFF tag {TIFF_TAG_MODEL}): read it with "
-            "rawgate.codecs.containers.read_ome_tiff(path), which registers it"
+            f"{e}. This OME-TIFF stores the model once (TIFF tag {TIFF_TAG_MODEL}, or a "
+            f"{MODELS_DIR}/<sha256>{MODEL_FILE_SUFFIX} file beside or above it): read it with "
+            "rawgate.codecs.read_ome_tiff(path), which registers it"
         ) from None
 
 
@@ -439,6 +510,7 @@ def write_ome_tiff(
     metadata: Mapping[str, Any] | None = None,
     physical_sizes: Mapping[str, float] | None = None,
     noise_model: NoiseModel | None = None,
+    embed_model: bool = True,
     opener: Callable[[Path], IO[bytes]] | None = None,
 ) -> Path:
     """Write ``data`` as an OME-TIFF whose planes are rawgate streams (one strip per plane).
@@ -467,6 +539,12 @@ def write_ome_tiff(
         axes it has).
     noise_model
         The model for ``noisecal`` (unless the codec carries it); stored once in the file.
+    embed_model
+        Store the noise model's codec maps in the file (TIFF tag :data:`TIFF_TAG_MODEL`, about
+        1.5 bytes per pixel of one plane), so it decodes with nothing but itself. ``False``: the
+        file names the model by SHA-256 only, and readers find its maps in a ``models/`` folder
+        beside or above it (:func:`write_model_file`, :func:`find_model_file`) — one copy for
+        a whole archive.
     opener
         ``opener(tmp_path)`` opens the temporary file for writing (a seekable binary file,
         closed here); default: tifffile opens it. The archive uses this for fault injection.
@@ -502,7 +580,7 @@ def write_ome_tiff(
         planes = data.reshape(-1, H, W)
         n_planes = len(planes)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    model_bytes = _model_payload(model) if model is not None else None
+    model_bytes = _model_payload(model) if model is not None and embed_model else None
     info = {
         "format": FORMAT_TIFF,
         "version": FORMAT_VERSION,
@@ -598,6 +676,8 @@ def _tiff_info_register_model(tif: tifffile.TiffFile, path: Path) -> dict[str, A
     if mtag is not None:
         _register_stored_model(mtag.value, info.get("model_sha256"),
                                f"{path} (noise model in TIFF tag {TIFF_TAG_MODEL})")
+    elif info.get("model_sha256"):
+        _register_model_near(path, info["model_sha256"])
     return info
 
 

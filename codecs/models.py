@@ -16,7 +16,7 @@ from pathlib import Path
 from rawgate.calibration.model import MODEL_SUFFIX, ModelError, NoiseModel
 
 __all__ = ["register_model", "find_model", "store_model", "store_dirs", "model_sha256",
-           "ModelNotFoundError", "fresh_model_lookup", "register_hash_cache"]
+           "ModelNotFoundError", "fresh_model_lookup", "register_hash_cache", "find_model_in_memory"]
 
 _KNOWN: dict[str, NoiseModel] = {}
 _SHA_BY_ID: dict[int, tuple[NoiseModel, str]] = {}
@@ -91,6 +91,11 @@ def store_model(model: NoiseModel, directory: str | Path | None = None) -> Path:
     if not path.exists():
         model.save(path)
     return path
+
+
+def find_model_in_memory(sha: str) -> NoiseModel | None:
+    """The model with this hash if this process registered it (no store is read)."""
+    return _KNOWN.get(sha)
 
 
 def find_model(sha: str) -> NoiseModel | None:

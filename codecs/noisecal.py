@@ -52,7 +52,8 @@ from ._stream import CorruptStreamError
 from .base import Codec, CodecError, register_codec
 from .entropy import ALL_STAGES, decode_codes, encode_codes, pack2_from_rows
 from .lossless import planes_of
-from .models import ModelNotFoundError, find_model, model_sha256, register_hash_cache, register_model
+from .models import (ModelNotFoundError, find_model, find_model_in_memory, model_sha256, register_hash_cache,
+                     register_model)
 
 __all__ = ["NoiseCal", "PRESETS", "CodecMaps", "VSTParams", "codec_maps", "register_maps", "vst_params"]
 
@@ -225,6 +226,11 @@ def register_maps(maps: CodecMaps) -> None:
     _MAPS.setdefault(maps.model_sha256, maps)
 
 
+def maps_registered(model_sha256: str) -> bool:
+    """Whether this process already holds the maps (or the model) of this hash in memory."""
+    return model_sha256 in _MAPS or find_model_in_memory(model_sha256) is not None
+
+
 def vst_params(maps: CodecMaps, step: float, saturation_adu: float | None = None) -> VSTParams:
     """Transform parameters (cached per map set and step)."""
     key = (maps.model_sha256, float(step), saturation_adu)
@@ -298,6 +304,7 @@ def _unpack_ints(b: memoryview, dtype: np.dtype, n: int, coder: str) -> np.ndarr
 class NoiseCal(Codec):
     codec_id: ClassVar[str] = "noisecal"
     family: ClassVar[str] = "noise-calibrated"
+    needs_noise_model: ClassVar[bool] = True
     summary: ClassVar[str] = (
         "per-pixel variance stabilisation from the NoiseModel, quantisation in noise σ with "
         "subtractive dither, unbiased inverse, exact saturated/bad pixels"

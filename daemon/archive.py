@@ -58,10 +58,11 @@ import numpy as np
 import tifffile
 from rawgate.calibration._files import _fsync_dir, atomic_write, fsync_replace
 from rawgate.calibration.model import NoiseModel
-from rawgate.codecs import Codec
+from rawgate.codecs import Codec, get_codec
 from rawgate.codecs.containers import (
     TIFF_TAG_INFO,
     read_ome_tiff_planes,
+    write_model_file,
     write_ome_tiff,
 )
 from rawgate.codecs.planes import PlaneStack
@@ -143,6 +144,11 @@ class ArchiveCopy:
         Number of ``(Y, X)`` planes.
     codec
         The codec spec stored in the file (``"noisecal:step=2"``).
+    model_file
+        The noise-model maps the copy refers to instead of embedding them
+        (``<models dir>/<sha256>.rgmaps``), or ``None``.
+    model_file_sha256
+        SHA-256 of ``model_file`` as read back from disk (hex), or ``None``.
     """
 
     path: Path
@@ -151,6 +157,8 @@ class ArchiveCopy:
     raw_nbytes: int
     n_planes: int
     codec: str
+    model_file: Path | None = None
+    model_file_sha256: str | None = None
 
     @property
     def ratio(self) -> float:
@@ -362,7 +370,7 @@ def _stored_codec(path: Path) -> str:
 
 
 def write_copy(stack: PlaneStack, dest: Path, codec: Codec | str | dict, *,
-               noise_model: NoiseModel | None = None) -> ArchiveCopy:
+               noise_model: NoiseModel | None = None, models_dir: Path | None = None) -> ArchiveCopy:
     """Write ``stack`` as a rawgate OME-TIFF at ``dest``, durably, one plane at a time.
 
     Parameters
@@ -378,6 +386,11 @@ def write_copy(stack: PlaneStack, dest: Path, codec: Codec | str | dict, *,
         Codec (spec string, config dict or object).
     noise_model
         The camera's noise model, for codecs that need one (``noisecal``).
+    models_dir
+        Store the model's codec maps once in this folder (``<sha256>.rgmaps``, written first
+        and durably; kept if already there and intact) and let the copy refer to them by
+        SHA-256 instead of embedding them. It must be a ``models/`` (or ``data/models/``)
+        folder beside or above ``dest`` so that readers find it. ``None``: the copy embeds them.
 
     Returns
     -------
@@ -391,9 +404,14 @@ def write_copy(stack: PlaneStack, dest: Path, codec: Codec | str | dict, *,
         behind.
     """
     dest = Path(dest)
+    model_file = None
+    external = models_dir is not None and noise_model is not None and get_codec(codec).needs_noise_model
     try:
         _makedirs(dest.parent)
-        write_ome_tiff(dest, stack, codec, noise_model=noise_model,
+        if external:
+            _makedirs(Path(models_dir))
+            model_file = write_model_file(noise_model, models_dir)
+        write_ome_tiff(dest, stack, codec, noise_model=noise_model, embed_model=not external,
                        opener=_opener(_injected("write")))
     except BaseException as e:
         Path(dest.with_name(f".{dest.name}.{os.getpid()}.partial")).unlink(missing_ok=True)
@@ -410,6 +428,8 @@ def write_copy(stack: PlaneStack, dest: Path, codec: Codec | str | dict, *,
         raw_nbytes=n_planes * H * W * np.dtype(stack.dtype).itemsize,
         n_planes=n_planes,
         codec=_stored_codec(dest),
+        model_file=model_file,
+        model_file_sha256=None if model_file is None else sha256_file(model_file),
     )
 
 

@@ -299,6 +299,9 @@ class DaemonConfig(_Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"watched folders share archive names {dup}: give each a distinct `name`")
+        if "models" in names:
+            raise ValueError("a watched folder's archive name is 'models', which the archive keeps for its noise-model "
+                             "files (data/models/): give that folder another `name`")
         roots = [w.path.resolve() for w in self.watch]
         arch = self.archive_dir.resolve()
         for r in roots:

@@ -104,6 +104,12 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS events_item ON events (item_id);
+CREATE TABLE IF NOT EXISTS model_files (
+    relpath TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    recorded_at REAL NOT NULL
+);
 """
 
 
@@ -323,6 +329,20 @@ class Ledger:
             "SELECT detail FROM events WHERE item_id = ? AND to_state = ? ORDER BY id DESC LIMIT 1",
             (item_id, ItemState(to_state).value)).fetchone()
         return json.loads(row["detail"]) if row and row["detail"] else {}
+
+    def record_model_file(self, relpath: str, sha256: str, nbytes: int) -> None:
+        """Record a noise-model file of the archive (``data/models/<sha>.rgmaps``, relative to
+        the archive) with the SHA-256 and size it was written with; the manifest lists it and
+        the release guard checks it against this record."""
+        with self._transaction() as db:
+            db.execute("INSERT INTO model_files (relpath, sha256, bytes, recorded_at) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT (relpath) DO UPDATE SET sha256 = excluded.sha256, bytes = excluded.bytes, "
+                       "recorded_at = excluded.recorded_at", (relpath, sha256, int(nbytes), time.time()))
+
+    def model_files(self) -> dict[str, tuple[str, int]]:
+        """Every recorded noise-model file: ``{relpath: (sha256, bytes)}``."""
+        rows = self._db.execute("SELECT relpath, sha256, bytes FROM model_files ORDER BY relpath")
+        return {r["relpath"]: (r["sha256"], int(r["bytes"])) for r in rows}
 
     def holder_of(self, archive_path: str) -> int | None:
         """Id of the item whose archive copy is at ``archive_path`` (relative to the archive)."""

@@ -48,6 +48,7 @@ from .archive import (
 )
 from .calibrations import ModelLibrary, select_model
 from rawgate.codecs import get_codec
+from rawgate.codecs.containers import MODELS_DIR
 from rawgate.codecs.models import fresh_model_lookup
 from .config import RawgateConfig, RuleConfig, WatchConfig
 from .ledger import Item, ItemState, Ledger, StaleTransitionError
@@ -98,6 +99,12 @@ class Outcome:
 def staging_dir(cfg: RawgateConfig) -> Path:
     """Staged copies live on the archive's filesystem, so moving one in is an atomic rename."""
     return cfg.daemon.archive_dir / STAGING
+
+
+def models_dir(cfg: RawgateConfig) -> Path:
+    """Where the archive stores each noise model once (``data/models/<sha256>.rgmaps``, bag
+    payload); copies in the archive and in its staging folder refer to them by SHA-256."""
+    return cfg.daemon.archive_dir / "data" / MODELS_DIR
 
 
 def sample_planes(n_planes: int, *, first_frame: bool, fraction: float, max_frames: int, seed: int,
@@ -187,8 +194,8 @@ def _rule(watch: WatchConfig, relpath: str, metadata: dict[str, Any]) -> RuleCon
 
 
 def _needs_model(codec: Any) -> bool:
-    """Codecs with a noise model (noisecal) carry an ``embed_model`` field."""
-    return "embed_model" in getattr(codec, "__dataclass_fields__", {})
+    """Codecs that code with the noise model (noisecal)."""
+    return bool(codec.needs_noise_model)
 
 
 def _injected_pause(step: str, relpath: str) -> None:
@@ -237,8 +244,13 @@ def _encode(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
                     raise Quarantine(str(e)) from None
                 if _needs_model(codec):
                     model = sel.model
-        copy = write_copy(stack, w.staged(item), spec, noise_model=model)
-    w.ledger.transition(item.id, S.COMPLETE, S.ENCODED, detail={"model": model_path, "staged": str(copy.path)},
+        copy = write_copy(stack, w.staged(item), spec, noise_model=model, models_dir=models_dir(cfg))
+    detail = {"model": model_path, "staged": str(copy.path)}
+    if copy.model_file is not None:
+        rel = copy.model_file.relative_to(cfg.daemon.archive_dir).as_posix()
+        w.ledger.record_model_file(rel, copy.model_file_sha256 or "", copy.model_file.stat().st_size)
+        detail["model_file"] = rel
+    w.ledger.transition(item.id, S.COMPLETE, S.ENCODED, detail=detail,
                         codec=spec, raw_bytes=copy.raw_nbytes, archive_bytes=copy.nbytes, note=note)
 
 
@@ -250,7 +262,9 @@ def _verify(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
         w.ledger.transition(item.id, S.ENCODED, S.COMPLETE, detail={"redo": "staged copy missing"})
         return
     codec = get_codec(item.codec)
-    with open_stack(root, ref) as stack:
+    # decoded as a fresh process would: a copy that refers to the archive's model file must
+    # decode from that file, not from the model this worker encoded with
+    with fresh_model_lookup(), open_stack(root, ref) as stack:
         res = verify_copy(staged, stack, lossless=codec.lossless)
     if not res.ok:
         failures = sum(1 for a, b, _ in w.ledger.history(item.id) if a == S.ENCODED and b == S.COMPLETE)
@@ -471,6 +485,17 @@ def _check_archived_copy(w: Worker, item: Item) -> None:
     if got != item.sha256_archive:
         raise Quarantine(f"the archived copy {final} was changed after archiving (SHA-256 {got[:16]}…, "
                          f"recorded {item.sha256_archive[:16]}…); {kept}", "critical")
+    model_rel = w.ledger.last_detail(item.id, S.ENCODED).get("model_file")
+    if model_rel and get_codec(item.codec or "").needs_noise_model:
+        # one model file serves many copies: it is checked like the copy itself
+        mfile = w.cfg.daemon.archive_dir / model_rel
+        recorded = w.ledger.model_files().get(model_rel)
+        if not mfile.is_file():
+            raise Quarantine(f"the noise-model file {mfile} that the archived copy {final} needs is missing; {kept}",
+                             "critical")
+        if recorded is None or sha256_file(mfile) != recorded[0]:
+            raise Quarantine(f"the noise-model file {mfile} that the archived copy {final} needs was changed "
+                             f"after archiving; {kept}", "critical")
     try:
         # decoded as a fresh process would: the models this worker already holds in memory are set
         # aside, so the copy must decode from what it embeds or from the model stores on disk

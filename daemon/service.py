@@ -271,6 +271,8 @@ class Service:
         rows = ledger.items(S.ARCHIVED, S.RAW_RELEASED)
         entries = [(r.sha256_archive, r.archive_path, int(r.archive_bytes or 0)) for r in rows
                    if r.sha256_archive and r.archive_path]
+        # the noise models the copies refer to, stored once each (data/models/<sha>.rgmaps)
+        entries += [(sha, rel, n) for rel, (sha, n) in ledger.model_files().items()]
         write_bag_manifest(self.d.archive_dir, entries)
         self._manifest_dirty = False
 

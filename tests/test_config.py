@@ -63,3 +63,19 @@ def test_environment_overrides(tmp_path):
 def test_relative_paths_resolve_against_the_file(tmp_path):
     (tmp_path / "c.yaml").write_text("calibration:\n  output_dir: out\n")
     assert load_config(tmp_path / "c.yaml", environ={}).calibration.output_dir == tmp_path / "out"
+
+
+def test_the_archive_name_models_is_reserved(tmp_path):
+    """``data/models/`` holds the archive's noise-model files; a watched folder may not map there."""
+    (tmp_path / "models").mkdir()
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"version": 1, "daemon": {
+        "state_dir": str(tmp_path / "s"), "archive_dir": str(tmp_path / "a"),
+        "watch": [{"path": str(tmp_path / "models")}]}}))
+    with pytest.raises(ConfigError) as e:
+        load_config(p, environ={})
+    assert any("models" in msg and "another `name`" in msg for _, msg in e.value.errors), e.value.errors
+    cfg = yaml.safe_load(p.read_text())
+    cfg["daemon"]["watch"][0]["name"] = "scope"
+    p.write_text(yaml.safe_dump(cfg))
+    assert load_config(p, environ={}).daemon.watch[0].archive_name == "scope"

@@ -21,6 +21,7 @@ from rawgate.codecs import (
     CodecError,
     CorruptStreamError,
     ModelNotFoundError,
+    fresh_model_lookup,
     get_codec,
     store_model,
 )
@@ -527,3 +528,62 @@ def test_failed_tiff_write_leaves_no_file(tmp_path):
     with pytest.raises(CodecError):
         write_ome_tiff(tmp_path / "x.ome.tif", data, "jpegls")
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------- the model stored once per archive
+def test_model_stored_once_beside_many_files(tmp_path, sensor):
+    """``embed_model=False``: files name the model by SHA-256 and a fresh process finds its maps in
+    the archive's ``data/models/`` (one file for all copies); the copies shrink by the maps."""
+    model, frames = sensor
+    bag = tmp_path / "archive"
+    models = bag / "data" / "models"
+    mfile = C.write_model_file(model, models)
+    assert mfile.name == f"{model.sha256}{C.MODEL_FILE_SUFFIX}"
+    mtime = mfile.stat().st_mtime_ns
+    assert C.write_model_file(model, models) == mfile and mfile.stat().st_mtime_ns == mtime  # kept
+    spec = "noisecal:step=2,seed=7"
+    (bag / "data" / "scope" / "day1").mkdir(parents=True)
+    (bag / ".rawgate-staging").mkdir()
+    embedded = write_ome_tiff(tmp_path / "embedded.ome.tif", frames, spec, noise_model=model)
+    copies = [write_ome_tiff(bag / "data" / "scope" / "day1" / f"{k}.ome.tif", frames, spec, noise_model=model,
+                             embed_model=False) for k in range(2)]
+    staged = write_ome_tiff(bag / ".rawgate-staging" / "9.ome.tif", frames, spec, noise_model=model,
+                            embed_model=False)
+    with tifffile.TiffFile(copies[0]) as tif:
+        assert TIFF_TAG_MODEL not in tif.pages[0].tags
+    saved = embedded.stat().st_size - copies[0].stat().st_size
+    assert abs(saved - mfile.stat().st_size) < 64, (saved, mfile.stat().st_size)
+    got = _fresh(f"""
+        import json, numpy as np
+        from rawgate.codecs import read_ome_tiff
+        ref = read_ome_tiff({str(embedded)!r})[0]
+        out = {{p: bool(np.array_equal(read_ome_tiff(p)[0], ref)) for p in {[str(p) for p in (*copies, staged)]!r}}}
+        print(json.dumps(out))
+    """, tmp_path)
+    assert got == {str(p): True for p in (*copies, staged)}
+
+    # no model file: the error names what is missing, in a fresh process and with tifffile alone
+    mfile.rename(tmp_path / "aside.rgmaps")
+    got = _fresh(f"""
+        import json, tifffile
+        from rawgate.codecs import read_ome_tiff
+        out = {{}}
+        for name, fn in (("rawgate", read_ome_tiff), ("tifffile", tifffile.imread)):
+            try:
+                fn({str(copies[0])!r}); out[name] = "read"
+            except Exception as e:
+                out[name] = type(e).__name__ + ": " + str(e)
+        print(json.dumps(out))
+    """, tmp_path)
+    assert got["rawgate"].startswith("ModelNotFoundError") and f"models/{mfile.name}" in got["rawgate"], got
+    assert "ModelNotFoundError" in got["tifffile"] and C.MODEL_FILE_SUFFIX in got["tifffile"], got
+
+    # a damaged model file is refused (CRC), and write_model_file replaces it with the right bytes
+    (tmp_path / "aside.rgmaps").rename(mfile)
+    good = mfile.read_bytes()
+    _flip_byte(mfile, len(good) // 2)
+    with fresh_model_lookup(), pytest.raises(ModelError, match="corrupted"):
+        read_ome_tiff(copies[0])
+    assert C.write_model_file(model, models) == mfile and mfile.read_bytes() == good
+    with fresh_model_lookup():
+        assert np.array_equal(read_ome_tiff(copies[0])[0], read_ome_tiff(embedded)[0])

@@ -55,7 +55,11 @@ def _archived_once(t: Tree, n: int) -> None:
             assert sha256_file(copy) == it.sha256_archive
             if it.state.value == "raw_released":
                 assert it.verdict == "approved"
-    copies = [p for p in (t.archive / "data").rglob("*") if p.is_file()]
+    models = t.archive / "data" / "models"  # each noise model stored once, beside the copies
+    copies = [p for p in (t.archive / "data").rglob("*") if p.is_file() and models not in p.parents]
+    with _ledger(t) as led:
+        recorded = led.model_files()
+    assert sorted(p.relative_to(t.archive).as_posix() for p in models.glob("*")) == sorted(recorded)
     assert len(copies) == n, sorted(str(p) for p in copies)[:20]
 
 
@@ -73,8 +77,11 @@ def test_items_arriving_while_down_and_live_are_archived_and_raw_released(tree):
     # the copies decode to the frames' shape; the bag manifest checks out
     a, meta = read_ome_tiff(t.archive / "data/scope/day2/stack.ome.tif")
     assert a.shape == (3, 64, 64) and a.dtype == np.uint16
+    # six copies and the one noise model they share (stored once, data/models/<sha256>.rgmaps)
     wait_until(lambda: (t.archive / "manifest-sha256.txt").exists()
-               and len((t.archive / "manifest-sha256.txt").read_text().splitlines()) == 6, 30, "manifest")
+               and len((t.archive / "manifest-sha256.txt").read_text().splitlines()) == 7, 30, "manifest")
+    listed = [ln.split("  ", 1)[1] for ln in (t.archive / "manifest-sha256.txt").read_text().splitlines()]
+    assert f"data/models/{t.model.sha256}.rgmaps" in listed
     assert check_bag(t.archive) == []
     # metrics scraped over HTTP
     port = st["metrics_port"]

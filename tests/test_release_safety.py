@@ -203,3 +203,52 @@ def test_a_crash_interrupted_release_rechecks_the_copy(tmp_path):
         assert w.ledger.problems() == []
     finally:
         t.close()
+
+
+def test_a_damaged_model_file_keeps_the_raw_data_of_every_copy_that_needs_it(tmp_path):
+    """The archive stores each noise model once (``data/models/<sha>.rgmaps``) and every noisecal
+    copy refers to it: damaging that one file must stop the release of all of them (the model
+    file is checked against its recorded SHA-256, and the copy decoded without the worker's
+    in-memory model). A retry writes the model file again and the items are released."""
+    from rawgate.daemon import pipeline
+    from rawgate.daemon.config import load_config
+    from rawgate.daemon.ledger import ItemState as S
+
+    t = Tree(tmp_path)
+    try:
+        w = pipeline.Worker(load_config(t.config))
+        raws, ids = {}, {}
+        for n in ("a.tif", "b.tif"):
+            raws[n] = t.write_tiff(n)
+            item, _ = w.ledger.discover(str(t.acq.resolve()), n, "tiff")
+            ids[n] = item.id
+            w.ledger.transition(item.id, S.DISCOVERED, S.COMPLETE, complete_at=0.0)
+            while (state := w.ledger.get(item.id).state) is not S.ARCHIVED:
+                pipeline.STEPS[state](w, w.ledger.get(item.id), w.watch_of(item), pipeline.Outcome(item.id))
+        (rel, (sha, nbytes)), = w.ledger.model_files().items()
+        mfile = t.archive / rel
+        assert rel == f"data/models/{t.model.sha256}.rgmaps" and sha256_file(mfile) == sha
+        for n in ids:  # the copies refer to it instead of carrying the maps
+            copy = t.archive / w.ledger.get(ids[n]).archive_path
+            assert copy.stat().st_size < nbytes
+
+        good = mfile.read_bytes()
+        data = bytearray(good)
+        data[len(data) // 2] ^= 0x10
+        mfile.write_bytes(bytes(data))
+        for n in ids:
+            out = pipeline.advance(w, ids[n])
+            assert out.state == "quarantined", (n, out.state, out.reason)
+            assert f"noise-model file {mfile}" in out.reason and "changed after archiving" in out.reason
+            assert raws[n].is_file()
+
+        mfile.unlink()
+        for n in ids:
+            w.ledger.retry(ids[n])
+            w.ledger.transition(ids[n], S.DISCOVERED, S.COMPLETE, complete_at=0.0)
+            assert pipeline.advance(w, ids[n]).state == "raw_released"
+            assert not raws[n].exists()
+        assert mfile.read_bytes() == good and w.ledger.model_files()[rel][0] == sha
+        assert w.ledger.problems() == []
+    finally:
+        t.close()
