@@ -18,6 +18,7 @@ import fcntl
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections import deque
@@ -26,7 +27,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from rawgate.calibration._files import atomic_write
 
@@ -41,16 +42,42 @@ from .pipeline import LEDGER_NAME, Outcome, init_worker, release_due, run_in_wor
 from .sources import ItemRef, classify, scan
 from .watch import Watcher
 
-__all__ = ["Service", "ServiceError", "LOCK_NAME", "STATUS_NAME", "lock_held"]
+__all__ = ["Service", "ServiceError", "ARCHIVE_LOCK_NAME", "LOCK_NAME", "STATUS_NAME", "lock_held"]
 
 log = logging.getLogger("rawgate.service")
 S = ItemState
 LOCK_NAME = "rawgate.lock"
+#: the archive's lock file, in the bag root beside the tag files (not payload)
+ARCHIVE_LOCK_NAME = ".rawgate.lock"
 STATUS_NAME = "status.json"
 #: Work left in these states is resumed at start-up.
 UNFINISHED = (S.COMPLETE, S.ENCODED, S.VERIFIED, S.CHECKED, S.APPROVED, S.REJECTED)
 #: A worker process that dies this often on one item quarantines it (a poison item, e.g. OOM).
 MAX_WORKER_DEATHS = 2
+
+
+def _hold_lock(path: Path, what: str, where: Path, state_dir: Path) -> IO[str]:
+    """Take an exclusive, non-blocking ``flock`` on ``path`` and write the holder into it;
+    :class:`ServiceError` naming the holder when another process has it."""
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        text = fh.read().strip()
+        fh.close()
+        try:
+            h = json.loads(text)
+            holder = f"pid {h.get('pid', '?')} on {h.get('host', '?')}, state folder {h.get('state_dir', '?')}"
+        except ValueError:
+            holder = f"pid {text or '?'}"
+        raise ServiceError(f"another `rawgate run` ({holder}) holds {what} {where}; one daemon per "
+                           f"{'archive' if what == 'the archive' else 'state folder'}") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "state_dir": str(state_dir)}))
+    fh.flush()
+    return fh
 
 
 class ServiceError(RuntimeError):
@@ -68,7 +95,12 @@ def lock_held(state_dir: Path) -> int | None:
         except BlockingIOError:
             fh.seek(0)
             text = fh.read().strip()
-            return int(text) if text.isdigit() else -1
+            if text.isdigit():  # written by an earlier rawgate
+                return int(text)
+            try:
+                return int(json.loads(text)["pid"])
+            except (ValueError, KeyError, TypeError):
+                return -1
         fcntl.flock(fh, fcntl.LOCK_UN)
     return None
 
@@ -125,24 +157,30 @@ class Service:
         self.processed = 0
         self._manifest_dirty = True
         self._lock_fh: Any = None
+        self._archive_lock_fh: Any = None
         self.metrics_port: int | None = None
 
     # ------------------------------------------------------------------ start-up
     def _take_lock(self) -> None:
+        """One daemon per state folder and one per archive, for the daemon's life.
+
+        Each lock is an exclusive ``flock`` on a file naming its holder (pid, host, state
+        folder): two daemons writing one archive would each rewrite its manifest from their own
+        ledger and drop the other's entries while raw data is already released. (``flock`` on
+        NFS may be emulated or local to one client: keep the archive lock on a filesystem where
+        it holds, as the README says.)
+        """
         self.d.state_dir.mkdir(parents=True, exist_ok=True)
-        fh = open(self.d.state_dir / LOCK_NAME, "a+")
+        self.d.archive_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fh = _hold_lock(self.d.state_dir / LOCK_NAME, "the state folder", self.d.state_dir,
+                                   self.d.state_dir)
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            other = fh.read().strip()
-            fh.close()
-            raise ServiceError(f"another `rawgate run` (pid {other or '?'}) uses {self.d.state_dir}") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        self._lock_fh = fh
+            self._archive_lock_fh = _hold_lock(self.d.archive_dir / ARCHIVE_LOCK_NAME, "the archive",
+                                               self.d.archive_dir, self.d.state_dir)
+        except ServiceError:
+            self._lock_fh.close()
+            self._lock_fh = None
+            raise
 
     def _clean_temporaries(self, ledger: Ledger) -> None:
         """Remove half-written copies a crash left (``.*.partial``) and staged copies of items
@@ -340,8 +378,9 @@ class Service:
             self.alerter.close()
             self.metrics.close()
             ledger.close()
-            if self._lock_fh is not None:
-                self._lock_fh.close()
+            for fh in (self._archive_lock_fh, self._lock_fh):
+                if fh is not None:
+                    fh.close()
 
     def _drain(self, pool: ProcessPoolExecutor, timeout_s: float = 60.0) -> None:
         """Let running items finish (each step is short and idempotent), then stop the pool."""
