@@ -1,4 +1,5 @@
-"""``rawgate run``, ``rawgate status``, ``rawgate retry`` and ``rawgate quarantine list``."""
+"""``rawgate run``, ``rawgate status``, ``rawgate retry``, ``rawgate quarantine list`` and
+``rawgate archive verify``."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ._cli_common import EXIT_BAD_INPUT, _fail, _user_errors, console
+from ._cli_common import EXIT_BAD_INPUT, EXIT_FAILED_CHECK, _fail, _user_errors, console
 from .config import RawgateConfig, load_config
 
 quarantine_app = typer.Typer(help="Items the daemon set aside, with the reason.", no_args_is_help=True)
+archive_app = typer.Typer(help="Check the archive: checksums, manifest, ledger, decoding.", no_args_is_help=True)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML config file")]
 
@@ -86,6 +88,9 @@ def status(
         return
     console.print(f"daemon: {'[green]running[/] (pid ' + str(pid) + ')' if pid else '[yellow]not running[/]'}"
                   + (f" — {daemon.get('status')}" if pid and daemon.get("status") else ""))
+    if pid and daemon.get("manifest_error"):
+        console.print(f"[bold red]archive manifest cannot be written[/] ({daemon['manifest_error']}): "
+                      "raw data releases are held until it can", highlight=False)
     t = Table(title="items by state")
     t.add_column("state")
     t.add_column("items", justify="right")
@@ -174,6 +179,52 @@ def quarantine_list(
     console.print(t)
 
 
+def archive_verify(
+    archive_dir: Annotated[Path | None, typer.Argument(help="archive folder (or give -c CONFIG)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config: its archive, ledger and "
+                                                "alerts")] = None,
+    full: Annotated[bool, typer.Option("--full", help="decode every lossy copy, not a seeded sample")] = False,
+    seed: Annotated[int, typer.Option(help="seed of the decoded sample")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Every archived file against the manifest (and the ledger with -c), and a decode of a
+    seeded sample of the lossy copies (all with --full). Lists every problem, one per line, and
+    a one-line summary; exit 1 when anything is off (with -c, problems also go to the alerts)."""
+    from .ledger import ItemState
+    from .verify import verify_archive
+
+    with _user_errors():
+        if (archive_dir is None) == (config is None):
+            _fail("give the archive folder or -c CONFIG (one of them)", EXIT_BAD_INPUT)
+        cfg = load_config(config) if config is not None else None
+        recorded = None
+        if cfg is not None:
+            archive_dir = cfg.daemon.archive_dir
+            with _ledger(cfg) as ledger:
+                recorded = {it.archive_path: it.sha256_archive
+                            for it in ledger.items(ItemState.ARCHIVED, ItemState.RAW_RELEASED)
+                            if it.archive_path and it.sha256_archive}
+                recorded.update({rel: sha for rel, (sha, _n) in ledger.model_files().items()})
+        assert archive_dir is not None
+        rep = verify_archive(archive_dir, full=full, seed=seed, recorded=recorded)
+        if cfg is not None and not rep.ok:
+            from .alerts import Alert, build_alerter
+
+            alerter = build_alerter(cfg.daemon.alerts)
+            alerter.alert(Alert(key=f"archive-verify:{archive_dir}", severity="critical",
+                                title="archive verification failed", text=rep.summary() + "\n" + "\n".join(rep.problems[:50])))
+            alerter.flush(30.0)
+            alerter.close()
+    if as_json:
+        print(json.dumps(rep.to_dict(), indent=1))
+    else:
+        for p in rep.problems:
+            print(p)
+        print(rep.summary())
+    if not rep.ok:
+        raise typer.Exit(EXIT_FAILED_CHECK)
+
+
 def register(app: typer.Typer) -> None:
     """Add the daemon's commands to the ``rawgate`` app."""
     app.command()(run)
@@ -181,4 +232,6 @@ def register(app: typer.Typer) -> None:
     app.command()(retry)
     quarantine_app.command("list")(quarantine_list)
     app.add_typer(quarantine_app, name="quarantine")
+    archive_app.command("verify")(archive_verify)
+    app.add_typer(archive_app, name="archive")
 

@@ -65,9 +65,14 @@ TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
 
 #: Columns a transition may set besides the state.
 FIELDS = ("kind", "size", "mtime_ns", "codec", "archive_path", "sha256_raw", "sha256_archive", "verdict", "reason",
-          "note", "report_path", "raw_bytes", "archive_bytes", "complete_at", "archived_at")
+          "note", "report_path", "raw_bytes", "archive_bytes", "complete_at", "archived_at", "manifest_sha256")
 
-_SCHEMA_VERSION = 1
+#: 2: ``items.manifest_sha256`` and the ``model_files`` table
+_SCHEMA_VERSION = 2
+#: in-place upgrades from each older schema version (a ledger written by an earlier rawgate)
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE items ADD COLUMN manifest_sha256 TEXT",),
+}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY,
@@ -89,6 +94,7 @@ CREATE TABLE IF NOT EXISTS items (
     archive_bytes INTEGER,
     complete_at REAL,
     archived_at REAL,
+    manifest_sha256 TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
@@ -126,7 +132,9 @@ class Item:
     """One row of the ledger (times are Unix seconds; sizes bytes; mtime nanoseconds).
 
     ``reason`` says why an item is quarantined; ``note`` why it went to the lossless fallback or
-    what its verdict rests on; ``report_path`` is its ε report (JSON), if checked.
+    what its verdict rests on; ``report_path`` is its ε report (JSON), if checked;
+    ``manifest_sha256`` the archive copy's SHA-256 as listed in the last durable BagIt manifest
+    (raw data is released only when it equals ``sha256_archive``).
     """
 
     id: int
@@ -148,6 +156,7 @@ class Item:
     archive_bytes: int | None
     complete_at: float | None
     archived_at: float | None
+    manifest_sha256: str | None
     attempts: int
     created_at: float
     updated_at: float
@@ -186,6 +195,12 @@ class Ledger:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > _SCHEMA_VERSION:
                 raise LedgerError(f"ledger {self.path} has schema {version}, newer than this rawgate ({_SCHEMA_VERSION})")
+            has_items = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'items'").fetchone() is not None
+            if has_items:
+                for v in range(max(version, 1), _SCHEMA_VERSION):
+                    for stmt in _MIGRATIONS.get(v, ()):
+                        self._db.execute(stmt)
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
                     self._db.execute(stmt)
@@ -261,7 +276,8 @@ class Ledger:
         guard = ""
         if new is S.RAW_RELEASED:  # the one irreversible step: re-checked inside the transaction
             guard = (" AND verdict = 'approved' AND archive_path IS NOT NULL"
-                     " AND sha256_raw IS NOT NULL AND sha256_archive IS NOT NULL")
+                     " AND sha256_raw IS NOT NULL AND sha256_archive IS NOT NULL"
+                     " AND manifest_sha256 = sha256_archive")
         with self._transaction() as db:
             cur = db.execute(
                 f"UPDATE items SET state = ?, updated_at = ?{', ' + sets if sets else ''}{extra} "
@@ -273,7 +289,8 @@ class Ledger:
                 if row is None:
                     why = "no such item"
                 elif row["state"] == expected.value:
-                    why = f"its verdict is {row['verdict']!r} or its archive copy is not recorded"
+                    why = (f"its verdict is {row['verdict']!r}, or its archive copy is not recorded or not yet "
+                           "in the durable manifest")
                 else:
                     why = f"it is {row['state']}"
                 raise StaleTransitionError(f"item {item_id}: {expected} → {new} refused: {why}")
@@ -289,7 +306,7 @@ class Ledger:
         item = self.get(item_id)
         if S.QUARANTINED not in TRANSITIONS[item.state]:
             raise StaleTransitionError(f"item {item_id} is {item.state}: it cannot be quarantined")
-        return self.transition(item_id, item.state, S.QUARANTINED, reason=reason, detail=detail)
+        return self.transition(item_id, item.state, S.QUARANTINED, reason=reason, detail=detail, manifest_sha256=None)
 
     def retry(self, item_id: int) -> Item:
         """Send a quarantined item back to ``discovered`` (``attempts`` counts the retries)."""
@@ -329,6 +346,17 @@ class Ledger:
             "SELECT detail FROM events WHERE item_id = ? AND to_state = ? ORDER BY id DESC LIMIT 1",
             (item_id, ItemState(to_state).value)).fetchone()
         return json.loads(row["detail"]) if row and row["detail"] else {}
+
+    def mark_in_manifest(self, listed: list[tuple[int, str]]) -> int:
+        """Record that a durable (fsynced) manifest lists these ``(item id, archive SHA-256)``
+        pairs; an item whose copy changed since (another SHA-256) is left unmarked. Returns how
+        many items were marked."""
+        n = 0
+        with self._transaction() as db:
+            for item_id, sha in listed:
+                n += db.execute("UPDATE items SET manifest_sha256 = ? WHERE id = ? AND sha256_archive = ? "
+                                "AND state IN ('archived', 'raw_released')", (sha, item_id, sha)).rowcount
+        return n
 
     def record_model_file(self, relpath: str, sha256: str, nbytes: int) -> None:
         """Record a noise-model file of the archive (``data/models/<sha>.rgmaps``, relative to

@@ -15,7 +15,8 @@ Exposed series (units in the names, Prometheus conventions):
 ``rawgate_queue_depth``                           items waiting for a worker
 ``rawgate_calibration_age_days{camera}``          age of the camera's noise model [days]
 ``rawgate_alerts_total{severity}``                alerts raised
-``rawgate_component_up{component}``               1 while a component is alive, else 0
+``rawgate_component_up{component}``               1 while a component is alive, else 0 (observers,
+                                                  workers, manifest: 0 while it cannot be written)
 """
 
 from __future__ import annotations

@@ -424,9 +424,13 @@ def _archive_rejected(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -
 
 
 def release_due(cfg: RawgateConfig, item: Item, now: float | None = None) -> bool:
-    """Whether an archived item's raw data may go now (approved, retention time passed)."""
+    """Whether an archived item's raw data may go now: approved, its copy listed in the last
+    durable BagIt manifest (the service marks it after each fsynced manifest write), and the
+    retention time passed."""
     r = cfg.daemon.retention
     if item.state is not S.ARCHIVED or item.verdict != "approved" or r.action == "keep":
+        return False
+    if not item.sha256_archive or item.manifest_sha256 != item.sha256_archive:
         return False
     now = time.time() if now is None else now
     return now - (item.archived_at or now) >= r.keep_days * 86400.0

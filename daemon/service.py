@@ -42,7 +42,7 @@ from .pipeline import LEDGER_NAME, Outcome, init_worker, release_due, run_in_wor
 from .sources import ItemRef, classify, scan
 from .watch import Watcher
 
-__all__ = ["Service", "ServiceError", "ARCHIVE_LOCK_NAME", "LOCK_NAME", "STATUS_NAME", "lock_held"]
+__all__ = ["Service", "ServiceError", "write_manifest", "ARCHIVE_LOCK_NAME", "LOCK_NAME", "STATUS_NAME", "lock_held"]
 
 log = logging.getLogger("rawgate.service")
 S = ItemState
@@ -54,6 +54,18 @@ STATUS_NAME = "status.json"
 UNFINISHED = (S.COMPLETE, S.ENCODED, S.VERIFIED, S.CHECKED, S.APPROVED, S.REJECTED)
 #: A worker process that dies this often on one item quarantines it (a poison item, e.g. OOM).
 MAX_WORKER_DEATHS = 2
+
+
+def write_manifest(archive_dir: Path, ledger: Ledger) -> int:
+    """Rewrite the archive's BagIt manifest from the ledger, durably (each tag file fsynced and
+    renamed, the folder fsynced), then mark the items it lists: only those may release raw data
+    (:func:`rawgate.daemon.pipeline.release_due`). Returns how many items were newly marked."""
+    rows = [r for r in ledger.items(S.ARCHIVED, S.RAW_RELEASED) if r.sha256_archive and r.archive_path]
+    entries = [(r.sha256_archive, r.archive_path, int(r.archive_bytes or 0)) for r in rows]
+    # the noise models the copies refer to, stored once each (data/models/<sha>.rgmaps)
+    entries += [(sha, rel, n) for rel, (sha, n) in ledger.model_files().items()]
+    write_bag_manifest(archive_dir, entries)
+    return ledger.mark_in_manifest([(r.id, r.sha256_archive) for r in rows if r.manifest_sha256 != r.sha256_archive])
 
 
 def _hold_lock(path: Path, what: str, where: Path, state_dir: Path) -> IO[str]:
@@ -154,6 +166,8 @@ class Service:
         self.inflight: dict[Future, int] = {}
         self.deaths: dict[int, int] = {}
         self.started_at = time.time()
+        #: why the last manifest write failed (None: the manifest is current); releases wait
+        self.manifest_error: str | None = None
         self.processed = 0
         self._manifest_dirty = True
         self._lock_fh: Any = None
@@ -306,17 +320,40 @@ class Service:
         self.alerter.alert(alert)
 
     def _write_manifest(self, ledger: Ledger) -> None:
-        rows = ledger.items(S.ARCHIVED, S.RAW_RELEASED)
-        entries = [(r.sha256_archive, r.archive_path, int(r.archive_bytes or 0)) for r in rows
-                   if r.sha256_archive and r.archive_path]
-        # the noise models the copies refer to, stored once each (data/models/<sha>.rgmaps)
-        entries += [(sha, rel, n) for rel, (sha, n) in ledger.model_files().items()]
-        write_bag_manifest(self.d.archive_dir, entries)
+        write_manifest(self.d.archive_dir, ledger)
         self._manifest_dirty = False
+
+    def _manifest_step(self, ledger: Ledger) -> None:
+        """Write the manifest; on success queue the releases it makes due at once (not at the next
+        retention sweep); on failure alert once, show it in status and metrics, hold releases."""
+        try:
+            self._write_manifest(ledger)
+        except OSError as e:
+            if self.manifest_error is None:
+                self._alert(Alert(key=f"manifest:{self.d.archive_dir}", severity="critical",
+                                  title="archive manifest cannot be written",
+                                  text=f"{self.d.archive_dir}/manifest-sha256.txt: {e}. Raw data is not released "
+                                       "until the manifest lists its copy; rawgate retries every 5 s."))
+            self.manifest_error = f"{type(e).__name__}: {e}"
+            log.error("cannot write the archive manifest: %s (raw data releases held)", e)
+            self.metrics.set_up("manifest", False)
+            return
+        if self.manifest_error is not None:
+            log.info("archive manifest written again; held releases go ahead")
+        self.manifest_error = None
+        self.metrics.set_up("manifest", True)
+        self._queue_due_releases(ledger)
+
+    def _queue_due_releases(self, ledger: Ledger) -> None:
+        queued = set(self.ready) | set(self.inflight.values())
+        for item in ledger.items(S.ARCHIVED):
+            if release_due(self.cfg, item) and item.id not in queued:
+                self.ready.append(item.id)
 
     def _write_status(self, ledger: Ledger, alive: list[bool], text: str) -> None:
         status = {
             "pid": os.getpid(), "started_at": self.started_at, "updated_at": time.time(), "status": text,
+            "manifest_error": self.manifest_error,
             "queue_depth": len(self.ready) + len(self.pending), "in_flight": len(self.inflight),
             "observers": {str(f.root): ok for f, ok in zip(self.folders, alive)},
             "metrics_port": self.metrics_port,
@@ -428,10 +465,7 @@ class Service:
                 self._scan(ledger)
                 last["rescan"] = now
             if now - last["retention"] >= 60.0:
-                queued = set(self.ready) | set(self.inflight.values())
-                for item in ledger.items(S.ARCHIVED):
-                    if release_due(self.cfg, item) and item.id not in queued:
-                        self.ready.append(item.id)
+                self._queue_due_releases(ledger)
                 last["retention"] = now
             # hand complete items to the workers, at most queue_size at once (backpressure)
             broken = False
@@ -464,11 +498,8 @@ class Service:
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = self._make_pool()
             now = time.monotonic()
-            if now - last["manifest"] >= 5.0 and self._manifest_dirty:
-                try:
-                    self._write_manifest(ledger)
-                except OSError as e:
-                    log.error("cannot write the archive manifest: %s", e)
+            if now - last["manifest"] >= 5.0 and (self._manifest_dirty or self.manifest_error is not None):
+                self._manifest_step(ledger)
                 last["manifest"] = now
             if now - last["health"] >= 1.0:
                 self._health(ledger, watcher, pool)

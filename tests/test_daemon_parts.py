@@ -135,6 +135,30 @@ def test_demo_story_on_the_simulated_microscope(tmp_path):
     raw = tifffile.imread(tmp_path / "d/acquisition/lossy-trial/cells_t3_z3.ome.tif")
     np.testing.assert_array_equal(lossless.reshape(raw.shape), raw)
 
+    # `rawgate archive verify` on the demo's archive: ok; after a byte flip it names the file
+    import subprocess
+    import sys
+
+    def verify(*args):
+        return subprocess.run([sys.executable, "-m", "rawgate.daemon.cli", "archive", "verify", *args],
+                              capture_output=True, text=True, timeout=300)
+
+    arch = cfg.daemon.archive_dir
+    r = verify(str(arch))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().splitlines() == [
+        f"archive {arch}: ok — 3 file(s) checked against the manifest (SHA-256), 1 of 1 lossy copies decoded"]
+    copy = arch / ok.archive_path
+    data = bytearray(copy.read_bytes())
+    data[len(data) // 2] ^= 0x04
+    copy.write_bytes(bytes(data))
+    r = verify(str(arch), "--full")
+    lines = r.stdout.strip().splitlines()
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert lines[0].startswith(f"checksum mismatch: {ok.archive_path} "), lines
+    assert any(ln.startswith(f"does not decode: {ok.archive_path}") for ln in lines), lines
+    assert lines[-1].startswith(f"archive {arch}: {len(lines) - 1} problem(s)"), lines
+
 
 def test_checked_tiles_carry_their_slice_of_the_noise_model(model):
     from types import SimpleNamespace
@@ -177,6 +201,7 @@ def test_every_intermediate_state_resumes(tmp_path):
     from rawgate.daemon import pipeline
     from rawgate.daemon.config import load_config
     from rawgate.daemon.ledger import ItemState as S
+    from rawgate.daemon.service import write_manifest
 
     t = Tree(tmp_path)
     try:
@@ -192,6 +217,9 @@ def test_every_intermediate_state_resumes(tmp_path):
                 pipeline.STEPS[state](w, w.ledger.get(item.id), watch, out)
             assert w.ledger.get(item.id).state is last
             done = pipeline.advance(w, item.id)  # the restarted daemon
+            assert done.state == "archived", (last, done.state, done.reason)  # not yet in the manifest
+            write_manifest(t.archive, w.ledger)  # the service's manifest write, then its release
+            done = pipeline.advance(w, item.id)
             assert done.state == "raw_released", (last, done.state, done.reason)
         assert w.ledger.problems() == []
     finally:

@@ -50,8 +50,13 @@ def test_full_path_and_release_needs_approval(ledger):
     b, _ = ledger.discover("/acq", "bad.tif")
     _walk_to_archived(ledger, a.id)
     _walk_to_archived(ledger, b.id, verdict="rejected")
+    # raw data goes only once a durable manifest lists the copy (with the SHA-256 it has now)
+    with pytest.raises(StaleTransitionError, match="not yet in the durable manifest"):
+        ledger.transition(a.id, S.ARCHIVED, S.RAW_RELEASED)
+    assert ledger.mark_in_manifest([(a.id, "b" * 64)]) == 0  # another copy than the one recorded
+    assert ledger.mark_in_manifest([(a.id, "a" * 64), (b.id, "a" * 64)]) == 2
     released = ledger.transition(a.id, S.ARCHIVED, S.RAW_RELEASED)
-    assert released.state is S.RAW_RELEASED
+    assert released.state is S.RAW_RELEASED and released.manifest_sha256 == "a" * 64
     # a rejected item keeps its raw data, even though archived → raw_released is a listed move
     with pytest.raises(StaleTransitionError, match="verdict is 'rejected'"):
         ledger.transition(b.id, S.ARCHIVED, S.RAW_RELEASED)
@@ -85,8 +90,9 @@ def test_quarantine_and_retry(ledger):
     assert r.state is S.DISCOVERED and r.attempts == 1 and r.reason is None
     _walk_to_archived(ledger, a.id)
     # an archived item is quarantined when its copy is found damaged before raw data goes
+    ledger.mark_in_manifest([(a.id, "a" * 64)])
     q = ledger.quarantine(a.id, "the archived copy is missing; raw data kept")
-    assert q.state is S.QUARANTINED
+    assert q.state is S.QUARANTINED and q.manifest_sha256 is None  # not in the next manifest
     with pytest.raises(StaleTransitionError, match="cannot be quarantined"):
         ledger.quarantine(a.id, "twice")
     assert ledger.retry(a.id).attempts == 2
@@ -135,3 +141,24 @@ def test_sigkill_inside_a_transaction_loses_nothing_committed(tmp_path):
         assert got.state is S.COMPLETE  # the committed move survived, the open one is gone
         assert led.problems() == []
         led.transition(item.id, S.COMPLETE, S.ENCODED)  # and the ledger is writable again
+
+
+def test_a_ledger_of_schema_1_is_upgraded_in_place(tmp_path):
+    """A ledger written by rawgate before the manifest mark (schema 1) opens, gains the column,
+    keeps its rows and events, and its archived items wait for the next manifest."""
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite"
+    with Ledger(path) as led:
+        a, _ = led.discover("/acq", "old.tif")
+        _walk_to_archived(led, a.id)
+    db = sqlite3.connect(path)
+    db.executescript("ALTER TABLE items DROP COLUMN manifest_sha256; DROP TABLE model_files; PRAGMA user_version=1;")
+    db.close()
+    with Ledger(path) as led:
+        assert led.pragma("user_version") == 2
+        old = led.get(a.id)
+        assert old.state is S.ARCHIVED and old.sha256_archive == "a" * 64 and old.manifest_sha256 is None
+        assert led.model_files() == {} and led.problems() == []
+        assert led.mark_in_manifest([(a.id, "a" * 64)]) == 1
+        assert led.transition(a.id, S.ARCHIVED, S.RAW_RELEASED).state is S.RAW_RELEASED

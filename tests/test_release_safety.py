@@ -25,6 +25,7 @@ from rawgate.codecs.containers import read_ome_tiff_planes
 from rawgate.codecs.models import find_model, fresh_model_lookup, store_model
 from rawgate.codecs.noisecal import _MAPS
 from rawgate.daemon.ledger import Ledger
+from rawgate.daemon.service import write_manifest
 from rawgate.calibration.simulation import make_sensor_truth, render_frames, truth_noise_model
 
 from daemon_harness import Tree, wait_until
@@ -115,6 +116,21 @@ def _scenario(t: Tree) -> None:
             it = led.find(items[n].root, n)
             assert it.attempts == 1 and sha256_file(t.archive / it.archive_path) == it.sha256_archive
 
+    # `rawgate archive verify -c`: the bag against the ledger too; a manifest that lost an entry
+    r = t.cli("archive", "verify", "--full")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().endswith("5 file(s) checked against the manifest (SHA-256), 4 of 4 lossy copies decoded")
+    manifest = t.archive / "manifest-sha256.txt"
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("".join(ln + "\n" for ln in lines if not ln.endswith("data/scope/intact.ome.tif")))
+    r = t.cli("archive", "verify")
+    out = r.stdout.strip().splitlines()
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "not in manifest (the ledger records it): data/scope/intact.ome.tif" in out, out
+    assert "not in manifest: data/scope/intact.ome.tif" in out, out
+    wait_until(lambda: any(a.get("title") == "archive verification failed" for a in t.webhook.received), 30,
+               "the verification alert")
+
 
 def test_fresh_model_lookup_sets_the_process_models_aside(tmp_path, monkeypatch):
     """The release re-check decodes as a new process would: a model this process still holds in
@@ -184,6 +200,7 @@ def test_a_crash_interrupted_release_rechecks_the_copy(tmp_path):
         while (state := w.ledger.get(item.id).state) is not S.ARCHIVED:
             pipeline.STEPS[state](w, w.ledger.get(item.id), watch, pipeline.Outcome(item.id))
         # the crash: the ledger move was recorded, the deletion never ran
+        write_manifest(t.archive, w.ledger)
         w.ledger.transition(item.id, S.ARCHIVED, S.RAW_RELEASED, detail={"action": "delete", "files": 1})
         copy = t.archive / w.ledger.get(item.id).archive_path
         data = bytearray(copy.read_bytes())
@@ -197,6 +214,8 @@ def test_a_crash_interrupted_release_rechecks_the_copy(tmp_path):
 
         w.ledger.retry(item.id)
         w.ledger.transition(item.id, S.DISCOVERED, S.COMPLETE, complete_at=0.0)
+        assert pipeline.advance(w, item.id).state == "archived"
+        write_manifest(t.archive, w.ledger)
         assert pipeline.advance(w, item.id).state == "raw_released"
         assert not raw.exists()
         assert sha256_file(copy) == w.ledger.get(item.id).sha256_archive
@@ -232,6 +251,7 @@ def test_a_damaged_model_file_keeps_the_raw_data_of_every_copy_that_needs_it(tmp
             copy = t.archive / w.ledger.get(ids[n]).archive_path
             assert copy.stat().st_size < nbytes
 
+        write_manifest(t.archive, w.ledger)
         good = mfile.read_bytes()
         data = bytearray(good)
         data[len(data) // 2] ^= 0x10
@@ -246,9 +266,64 @@ def test_a_damaged_model_file_keeps_the_raw_data_of_every_copy_that_needs_it(tmp
         for n in ids:
             w.ledger.retry(ids[n])
             w.ledger.transition(ids[n], S.DISCOVERED, S.COMPLETE, complete_at=0.0)
+            assert pipeline.advance(w, ids[n]).state == "archived"
+            write_manifest(t.archive, w.ledger)
             assert pipeline.advance(w, ids[n]).state == "raw_released"
             assert not raws[n].exists()
         assert mfile.read_bytes() == good and w.ledger.model_files()[rel][0] == sha
         assert w.ledger.problems() == []
     finally:
+        t.close()
+
+
+@pytest.mark.slow
+def test_raw_data_waits_for_a_durable_manifest(tmp_path):
+    """Slice 3: raw data is released only for copies a durable manifest lists. While the
+    manifest cannot be written (here the archive root is made read-only; the daemon runs without
+    CAP_DAC_OVERRIDE, as its service user does), a new copy is archived but its raw data stays;
+    one critical alert goes out, `status` and the metrics say so; once the manifest can be
+    written, the held release goes ahead at once, not at the next 60 s retention sweep."""
+    import os
+    import shutil
+    import time
+    import urllib.request
+
+    if os.geteuid() == 0 and not shutil.which("setpriv"):
+        pytest.skip("needs setpriv to drop CAP_DAC_OVERRIDE as root")
+    t = Tree(tmp_path)
+    try:
+        first = t.write_tiff("first.tif")
+        t.start(drop_dac=True)
+        st = t.wait_ready()
+        wait_until(lambda: t.counts()["raw_released"] == 1, 120, "first.tif released")
+        manifest = t.archive / "manifest-sha256.txt"
+        assert "data/scope/first.ome.tif" in manifest.read_text() and not first.exists()
+
+        os.chmod(t.archive, 0o555)  # no new file in the bag root: the manifest's temporary file fails
+        second = t.write_tiff("second.tif")
+        wait_until(lambda: t.counts()["archived"] == 1, 120, "second.tif archived")
+        wait_until(lambda: t.status()["daemon"].get("manifest_error"), 30, "status to show the manifest error")
+        time.sleep(12)  # two more manifest attempts
+        assert second.exists() and t.counts()["archived"] == 1 and t.counts()["raw_released"] == 1
+        assert "second" not in manifest.read_text()
+        held = [a for a in t.webhook.received if "manifest" in a.get("title", "")]
+        assert len(held) == 1 and held[0]["severity"] == "critical", held
+        assert "Permission denied" in t.status()["daemon"]["manifest_error"]
+        text = urllib.request.urlopen(f"http://127.0.0.1:{st['metrics_port']}/metrics", timeout=10).read().decode()
+        assert 'rawgate_component_up{component="manifest"} 0.0' in text
+        r = t.cli("status")
+        assert r.returncode == 0 and "manifest cannot be written" in " ".join(r.stdout.split()), r.stdout
+
+        os.chmod(t.archive, 0o755)
+        t0 = time.monotonic()
+        wait_until(lambda: t.counts()["raw_released"] == 2, 40, "second.tif released once the manifest is written")
+        assert time.monotonic() - t0 < 30  # not waiting for the 60 s retention sweep
+        assert not second.exists() and "data/scope/second.ome.tif" in manifest.read_text()
+        assert t.status()["daemon"].get("manifest_error") is None
+        text = urllib.request.urlopen(f"http://127.0.0.1:{st['metrics_port']}/metrics", timeout=10).read().decode()
+        assert 'rawgate_component_up{component="manifest"} 1.0' in text
+        assert t.stop() == 0
+        assert check_bag(t.archive) == []
+    finally:
+        os.chmod(t.archive, 0o755)
         t.close()

@@ -31,7 +31,8 @@ from pathlib import Path
 import pytest
 
 SYSTEMD_DIR = Path(__file__).resolve().parent.parent / "systemd"
-UNITS = ("rawgate.service", "rawgate-calibrate.service", "rawgate-calibrate.timer")
+UNITS = ("rawgate.service", "rawgate-calibrate.service", "rawgate-calibrate.timer",
+         "rawgate-archive-verify.service", "rawgate-archive-verify.timer")
 PROD_ENTRY_POINT = "/opt/rawgate/.venv/bin/rawgate"
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
@@ -194,7 +195,7 @@ HARDENING = {
 }
 
 
-@pytest.mark.parametrize("name", ["rawgate.service", "rawgate-calibrate.service"])
+@pytest.mark.parametrize("name", ["rawgate.service", "rawgate-calibrate.service", "rawgate-archive-verify.service"])
 def test_services_are_hardened(name: str) -> None:
     unit = _unit(name)
     for key, want in HARDENING.items():
@@ -250,10 +251,19 @@ def test_calibrate_unit() -> None:
     assert "Install" not in unit
 
 
+def test_archive_verify_unit() -> None:
+    unit = _unit("rawgate-archive-verify.service")
+    assert _one(unit, "Service", "Type") == "oneshot"
+    assert _one(unit, "Service", "ExecStart") == f"{PROD_ENTRY_POINT} archive verify --config /etc/rawgate/rawgate.yaml"
+    assert "ReadWritePaths" not in unit["Service"]  # the archive is only read
+    assert "Restart" not in unit["Service"] and "Install" not in unit
+
+
 def test_calibrate_options_exist() -> None:
     """Every --option in the ExecStart= lines is one the CLI accepts."""
     for line in _unit("rawgate-calibrate.service")["Service"]["ExecStart"] + [
-            _one(_unit("rawgate.service"), "Service", "ExecStart")]:
+            _one(_unit("rawgate.service"), "Service", "ExecStart"),
+            _one(_unit("rawgate-archive-verify.service"), "Service", "ExecStart")]:
         cmd = line.split()
         sub = [a for a in cmd[1:] if not a.startswith("--") and not a.startswith("/")]
         proc = subprocess.run(
@@ -268,9 +278,10 @@ def test_calibrate_options_exist() -> None:
             assert opt in proc.stdout, f"`rawgate {sub}` has no {opt}"
 
 
-def test_timer_pairs_the_service() -> None:
-    timer = _unit("rawgate-calibrate.timer")
-    assert _one(timer, "Timer", "Unit") == "rawgate-calibrate.service"
+@pytest.mark.parametrize("name", ["rawgate-calibrate", "rawgate-archive-verify"])
+def test_timer_pairs_the_service(name: str) -> None:
+    timer = _unit(f"{name}.timer")
+    assert _one(timer, "Timer", "Unit") == f"{name}.service"
     assert (SYSTEMD_DIR / _one(timer, "Timer", "Unit")).is_file()
     assert _one(timer, "Timer", "OnCalendar")
     assert _one(timer, "Timer", "Persistent") == "true"
@@ -290,7 +301,7 @@ def test_configparser_reads_units(name: str) -> None:
 def test_readme_matches_units() -> None:
     readme = (SYSTEMD_DIR / "README.md").read_text()
     for needle in (
-        "systemctl enable --now rawgate.service rawgate-calibrate.timer",
+        "systemctl enable --now rawgate.service rawgate-calibrate.timer rawgate-archive-verify.timer",
         "/etc/rawgate/credentials/webhook_url",
         "/etc/rawgate/credentials/smtp_password",
         "MemoryDenyWriteExecute",
