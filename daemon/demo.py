@@ -168,14 +168,23 @@ def run_daemon_demo(out: Path, model_dir: Path, *, seed: int, shape: tuple[int, 
             _acquire(core, out / "acquisition" / rel)
     finally:
         inst.close()
-    done = (ItemState.ARCHIVED, ItemState.RAW_RELEASED, ItemState.QUARANTINED)
+    ret = cfg.daemon.retention
+    releases_now = ret.action != "keep" and ret.keep_days == 0
+
+    def done(i) -> bool:
+        """Finished for the demo: released, quarantined, or archived and not about to release raw
+        data (an approved copy releases once the next durable manifest lists it, within seconds)."""
+        if i.state in (ItemState.RAW_RELEASED, ItemState.QUARANTINED):
+            return True
+        return i.state is ItemState.ARCHIVED and not (releases_now and i.verdict == "approved")
+
     ledger_path = cfg.daemon.state_dir / LEDGER_NAME
     try:
         while time.monotonic() - t0 < timeout_s and not errors:
             if ledger_path.exists():
                 with Ledger(ledger_path) as led:
                     items = led.items()
-                    if len(items) >= len(ACQUISITIONS) and all(i.state in done for i in items):
+                    if len(items) >= len(ACQUISITIONS) and all(done(i) for i in items):
                         break
             time.sleep(0.3)
     finally:
