@@ -5,8 +5,11 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+# the learned-codec extra (torch ≈ 5.5 GB, about a minute from local disk): tests need it, the demo not
+LEARNED := $(VENV)/.learned-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test bench bench-codecs bench-gate bench-daemon bench-archive install clean
+.PHONY: demo test bench bench-codecs bench-gate bench-daemon bench-archive install install-learned clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,12 +18,21 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+$(LEARNED): $(STAMP)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[learned]" $(TORCH)
+	$(PY) -m pip install --quiet --no-deps compressai==1.2.8
+	rm -f $(VENV)/.learned-*
+	touch $@
+
 install: $(STAMP)
+
+install-learned: $(LEARNED)
 
 demo: $(STAMP)
 	$(VENV)/bin/rawgate demo --out demo-output
 
-test: $(STAMP)
+test: $(STAMP) $(LEARNED)
 	$(PY) -m pytest -q
 
 bench: bench-codecs bench-gate bench-daemon bench-archive

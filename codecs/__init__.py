@@ -11,7 +11,7 @@ OME-TIFF decoder with tifffile. A lab script needs only this package::
 The library knows nothing of the daemon: it imports only :mod:`rawgate.calibration`.
 """
 
-from . import lossless, lossy, noisecal  # noqa: F401  (registers the codecs)
+from . import learned, lossless, lossy, noisecal  # noqa: F401  (registers the codecs; learned imports torch only when used)
 from ._stream import CorruptStreamError
 from .base import (
     Codec,

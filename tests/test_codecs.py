@@ -46,8 +46,9 @@ STREAM_ERRORS = (CorruptStreamError, CodecError, ModelError)
 
 # ------------------------------------------------------------------------------------ helpers
 EXPECTED_IDS = {"zstd", "blosc2", "deflate", "jpegxl", "jpegls", "lerc", "eightbit", "jpeg",
-                "jpeg2k", "jpegxr", "noisecal"}
-PLAIN_IDS = [cid for cid in codec_classes() if cid != "noisecal"]  # need no noise model
+                "jpeg2k", "jpegxr", "noisecal", "learned"}
+# need no noise model and no trained weights (learned: tests/test_learned.py trains its own)
+PLAIN_IDS = [cid for cid in codec_classes() if cid not in ("noisecal", "learned")]
 
 LOSSLESS_VARIANTS = ["zstd:level=19", "zstd:level=-3", "blosc2:compressor=lz4,shuffle=bitshuffle",
                      "blosc2:level=0", "deflate:level=12", "jpegxl:effort=3", "jpegls:near=0",
