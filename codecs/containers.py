@@ -118,6 +118,7 @@ __all__ = [
     "read_ome_tiff_planes",
     "read_ome_zarr",
     "register_tifffile",
+    "export_ome_tiff",
     "find_model_file",
     "model_file_name",
     "write_model_file",
@@ -1185,3 +1186,67 @@ def read_ome_zarr(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
 
 
 register_tifffile()  # on import (``import rawgate.codecs`` imports this module)
+
+
+#: standard TIFF compressions :func:`export_ome_tiff` writes (what Fiji / Bio-Formats, libtiff and
+#: tifffile read without rawgate): zlib (Adobe deflate) is the one every reader knows
+EXPORT_COMPRESSIONS = ("zlib", "zstd", "none")
+
+
+def export_ome_tiff(src: str | os.PathLike, dest: str | os.PathLike, *, compression: str = "zlib",
+                    level: int | None = None) -> Path:
+    """Decode a rawgate OME-TIFF or OME-Zarr into a standard OME-TIFF that opens anywhere.
+
+    The planes are decoded one at a time (an OME-TIFF source is never held whole in memory) and
+    written with a standard TIFF compression, the OME axes and physical sizes, the source's name
+    and its Micro-Manager metadata (JSON in the OME ``Image/Description``). Written to a temporary
+    file beside ``dest``, fsynced and renamed into place.
+
+    Parameters
+    ----------
+    src
+        A rawgate ``.ome.tif`` (its noise model embedded, or in a ``models/`` folder beside or
+        above it) or ``.ome.zarr``.
+    dest
+        The standard OME-TIFF to write.
+    compression
+        ``"zlib"`` (default; every TIFF reader), ``"zstd"`` or ``"none"``.
+    level
+        Compression level (default: the library's).
+    """
+    if compression not in EXPORT_COMPRESSIONS:
+        raise ContainerError(f"export compression must be one of {', '.join(EXPORT_COMPRESSIONS)}, got {compression!r}")
+    src, dest = Path(src), Path(dest)
+    if src.is_dir() or src.name.lower().endswith(".zarr"):
+        arr, meta = read_ome_zarr(src)
+        shape, dtype, axes = arr.shape, arr.dtype, str(meta.get("axes") or "").upper()
+        sizes, mm = dict(meta.get("physical_sizes") or {}), meta.get("micromanager")
+        planes: Iterable[np.ndarray] = arr.reshape(-1, *arr.shape[-2:])
+        closer = None
+    else:
+        stack = read_ome_tiff_planes(src)
+        shape, dtype, axes = stack.shape, stack.dtype, stack.axes
+        sizes, mm = stack.physical_sizes, stack.metadata
+        planes = (stack.plane(i) for i in range(stack.n_planes))
+        closer = stack
+    ome: dict[str, Any] = {"axes": axes or _DEFAULT_AXES.get(len(shape), ""), "Name": src.name}
+    if mm:  # the acquisition's Micro-Manager metadata, as JSON in the OME Image Description
+        ome["Description"] = json.dumps({"micromanager": mm}, default=str)
+    for k in ("X", "Y", "Z"):
+        v = sizes.get(k, sizes.get(k.lower()))
+        if v is not None:
+            ome[f"PhysicalSize{k}"] = float(v)
+            ome[f"PhysicalSize{k}Unit"] = "µm"
+    comp = None if compression == "none" else (compression, level) if level is not None else compression
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+    try:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        with tifffile.TiffWriter(tmp, bigtiff=nbytes > 2**32 - 2**26, ome=True) as tw:
+            tw.write(planes, shape=shape, dtype=dtype, compression=comp, photometric="minisblack",
+                     metadata=ome, software="rawgate export")
+        fsync_replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+        if closer is not None:
+            closer.close()
+    return dest

@@ -183,6 +183,39 @@ def decompress(
     console.print(f"{src.name} → {dst.name}: {arr.dtype} {'×'.join(map(str, arr.shape))}")
 
 
+def export(
+    item: Annotated[str, typer.Argument(help="a rawgate OME-TIFF / OME-Zarr file, or (with -c) an archived "
+                                             "item's id or path")],
+    out: Annotated[Path, typer.Argument(help="the standard OME-TIFF to write")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config: find ITEM in its ledger "
+                                                   "and archive")] = None,
+    compression: Annotated[str, typer.Option(help="zlib (every reader), zstd or none")] = "zlib",
+) -> None:
+    """Decode an archived copy into a standard OME-TIFF that Fiji / Bio-Formats, QuPath or a plain
+    tifffile open without rawgate (axes, pixel sizes and Micro-Manager metadata kept)."""
+    from rawgate.codecs.containers import export_ome_tiff
+
+    with _user_errors():
+        src = Path(item)
+        if config is not None:
+            from .cli_service import _find, _ledger
+            from .config import load_config
+
+            cfg = load_config(config)
+            with _ledger(cfg) as ledger:
+                found = _find(ledger, cfg, item)
+            if not found.archive_path:
+                _fail(f"item {found.id} ({found.relpath}) is {found.state}: it has no archive copy yet")
+            src = cfg.daemon.archive_dir / found.archive_path
+        if not src.exists():
+            raise FileNotFoundError(f"no such file: {src}")
+        if not out.name.lower().endswith((".tif", ".tiff")):
+            _fail(f"{out}: the export is an OME-TIFF (.ome.tif)")
+        export_ome_tiff(src, out, compression=compression)
+    console.print(f"{src.name} → {out} (standard OME-TIFF, {compression}; {out.stat().st_size / 1e6:.2f} MB)",
+                  highlight=False)
+
+
 def list_codecs() -> None:
     """List every codec with its family and options (use as NAME:key=value,...)."""
     from rawgate.codecs import codec_classes
@@ -209,4 +242,5 @@ def register(app: typer.Typer) -> None:
     """Add the codec commands to the ``rawgate`` app."""
     app.command()(compress)
     app.command()(decompress)
+    app.command()(export)
     app.command("codecs")(list_codecs)
