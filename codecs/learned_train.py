@@ -2,96 +2,210 @@
 
 Loss ``λ · D + R`` (``compressai.losses.RateDistortionLoss``: ``D`` = 255² · MSE, or 1 − MS-SSIM;
 ``R`` in bits per pixel), Adam on the network and a second Adam on the entropy bottleneck's
-quantiles (the auxiliary loss), random ``patch``² crops of the frames mapped as the codec maps
-them. Plain functions over arrays; the command line and checkpoints build on them.
+quantiles (the auxiliary loss), ``ReduceLROnPlateau`` on the loss, random ``patch``² crops of
+the frames mapped as the codec maps them. Zhou et al. (Table S3) train an MSE phase and then an
+MS-SSIM phase: :class:`Trainer` runs phases one after the other and its whole state (weights,
+both optimisers, the scheduler, the crop generator and torch's, the step) goes into a checkpoint, so a run
+stopped at any step resumes where it stopped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from .learned import ARCHITECTURES, _torch, build_model
+from .learned import ARCHITECTURES, CHECKPOINT_FORMAT, _torch, build_model
 
-__all__ = ["train"]
+__all__ = ["Phase", "Trainer", "train"]
+
+#: pytorch-msssim's five-scale MS-SSIM needs images larger than 160 px
+MSSSIM_MIN_PATCH = 192
+
+
+class Phase(tuple):
+    """``(metric, steps, lmbda)`` of one training phase."""
+
+    def __new__(cls, metric: str, steps: int, lmbda: float) -> "Phase":
+        if metric not in ("mse", "ms-ssim"):
+            raise ValueError(f"metric must be mse or ms-ssim, got {metric!r}")
+        if steps < 0:
+            raise ValueError(f"steps must be ≥ 0, got {steps}")
+        return super().__new__(cls, (metric, int(steps), float(lmbda)))
+
+
+def _unit(frames: Sequence[np.ndarray] | np.ndarray, mapping: str) -> np.ndarray:
+    planes = np.asarray(frames)
+    planes = planes.reshape(-1, *planes.shape[-2:])
+    if not np.issubdtype(planes.dtype, np.integer):
+        raise ValueError(f"training frames are integer camera data, got {planes.dtype}")
+    top = float(np.iinfo(planes.dtype).max)
+    if mapping == "study":
+        return planes.astype(np.float32) / np.float32(top)
+    if mapping != "range":
+        raise ValueError(f"mapping must be study or range, got {mapping!r}")
+    lo = planes.reshape(len(planes), -1).min(1)[:, None, None].astype(np.float32)
+    hi = planes.reshape(len(planes), -1).max(1)[:, None, None].astype(np.float32)
+    return (planes.astype(np.float32) - lo) / np.maximum(hi - lo, 1.0)
+
+
+class Trainer:
+    """A resumable rate–distortion training run of one model on one set of frames.
+
+    Parameters
+    ----------
+    frames
+        ``(..., Y, X)`` integer planes (uint8 or uint16).
+    arch, sizes
+        Architecture (:data:`~rawgate.codecs.learned.ARCHITECTURES`) and constructor sizes.
+    phases
+        :class:`Phase` list, run in order (the study: MSE, then MS-SSIM).
+    patch, batch, lr
+        Crop size [px] (a multiple of 64; MS-SSIM phases use at least 192), crops per step, Adam
+        learning rate.
+    mapping
+        ``"study"`` or ``"range"``, as the codec maps planes.
+    seed
+        Seeds the crops and the initial weights.
+    model
+        A model to fine-tune (default: a new one).
+    """
+
+    def __init__(self, frames, *, arch: str, sizes: dict[str, int], phases: Sequence[Phase], patch: int = 64,
+                 batch: int = 4, lr: float = 1e-4, mapping: str = "study", seed: int = 0, model=None) -> None:
+        torch = _torch()
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+        if patch < 64 or patch % 64:
+            raise ValueError(f"patch must be a positive multiple of 64, got {patch}")
+        self.arch, self.sizes, self.phases = arch, dict(sizes), [Phase(*p) for p in phases]
+        self.patch, self.batch, self.lr, self.mapping, self.seed = patch, batch, lr, mapping, seed
+        self.unit = _unit(frames, mapping)
+        need = max([patch] + [MSSSIM_MIN_PATCH for m, n, _ in self.phases if m == "ms-ssim" and n])
+        if min(self.unit.shape[-2:]) < need:
+            raise ValueError(f"frames of {self.unit.shape[-2:]} px are smaller than the {need}² training crops")
+        torch.manual_seed(seed)
+        self.model = model if model is not None else build_model(arch, sizes)
+        self.params = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
+        aux_params = [p for n, p in self.model.named_parameters() if n.endswith(".quantiles")]
+        self.opt = torch.optim.Adam(self.params, lr=lr)
+        self.aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
+        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, "min", factor=0.5, patience=20)
+        self.rng = np.random.default_rng(seed)
+        self.step = 0  # steps done, over all phases
+        self.history: list[tuple[int, str, float, float]] = []  # (step, metric, loss, bpp)
+
+    @property
+    def total_steps(self) -> int:
+        return sum(n for _, n, _ in self.phases)
+
+    def _phase_at(self, step: int) -> Phase:
+        done = 0
+        for p in self.phases:
+            done += p[1]
+            if step < done:
+                return p
+        return self.phases[-1]
+
+    def run(self, *, until: int | None = None, progress: Callable[[int, str, float, float], None] | None = None,
+            checkpoint: Callable[["Trainer"], None] | None = None, every: int = 0):
+        """Train from the current step to ``until`` (default: the end of the last phase).
+
+        ``progress(step, metric, loss, bpp)`` after each step; ``checkpoint(self)`` every
+        ``every`` steps (0: never) — and the caller saves on Ctrl-C. Returns the model,
+        ``update(force=True)``-ed and in eval mode when the last phase is done.
+        """
+        torch = _torch()
+        from compressai.losses import RateDistortionLoss
+
+        end = self.total_steps if until is None else min(until, self.total_steps)
+        h, w = self.unit.shape[-2:]
+        self.model.train()
+        while self.step < end:
+            metric, _, lmbda = self._phase_at(self.step)
+            patch = max(self.patch, MSSSIM_MIN_PATCH) if metric == "ms-ssim" else self.patch
+            idx = self.rng.integers(0, len(self.unit), self.batch)
+            ys = self.rng.integers(0, h - patch + 1, self.batch)
+            xs = self.rng.integers(0, w - patch + 1, self.batch)
+            crops = np.stack([self.unit[i, y:y + patch, x:x + patch] for i, y, x in zip(idx, ys, xs)])
+            x = torch.from_numpy(crops)[:, None].repeat(1, 3, 1, 1)
+            loss = RateDistortionLoss(lmbda=lmbda, metric=metric)(self.model(x), x)
+            self.opt.zero_grad()
+            loss["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            self.opt.step()
+            aux = self.model.aux_loss()
+            self.aux_opt.zero_grad()
+            aux.backward()
+            self.aux_opt.step()
+            value, bpp = float(loss["loss"].detach()), float(loss["bpp_loss"].detach())
+            self.sched.step(value)
+            self.step += 1
+            self.history.append((self.step, metric, value, bpp))
+            if progress is not None:
+                progress(self.step, metric, value, bpp)
+            if checkpoint is not None and every and self.step % every == 0 and self.step < end:
+                checkpoint(self)
+        self.model.update(force=True)
+        self.model.eval()
+        return self.model
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs (tensors and plain values only: loadable with
+        ``torch.load(weights_only=True)``)."""
+        return {"step": self.step, "phases": [list(p) for p in self.phases], "patch": self.patch,
+                "batch": self.batch, "lr": self.lr, "mapping": self.mapping, "seed": self.seed,
+                "optimizer": self.opt.state_dict(), "aux_optimizer": self.aux_opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "rng": self.rng.bit_generator.state,
+                # training quantises with uniform noise from torch's generator: it resumes too
+                "torch_rng": _torch().get_rng_state(),
+                "history": [list(h) for h in self.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.aux_opt.load_state_dict(state["aux_optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.rng.bit_generator.state = state["rng"]
+        _torch().set_rng_state(state["torch_rng"])
+        self.history = [(int(a), str(b), float(c), float(d)) for a, b, c, d in state["history"]]
+
+    def save(self, path, *, quality: int = 0) -> None:
+        """A rawgate checkpoint the ``learned`` codec loads, carrying the training state too."""
+        from .learned import save_checkpoint
+
+        metric = self.phases[-1][0] if self.phases else "mse"
+        save_checkpoint(self.model, path, arch=self.arch, metric=metric, quality=quality, sizes=self.sizes,
+                        extra={"training": self.state_dict()})
+
+    @classmethod
+    def resume(cls, path, frames) -> "Trainer":
+        """The run saved at ``path`` (by :meth:`save`), ready to continue on ``frames``."""
+        torch = _torch()
+        from compressai.zoo.pretrained import load_pretrained
+
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT or "training" not in obj.get("extra", {}):
+            raise ValueError(f"{path} is not a rawgate training checkpoint (nothing to resume)")
+        st = obj["extra"]["training"]
+        model = build_model(obj["arch"], obj["sizes"])
+        model.load_state_dict(load_pretrained(obj["state_dict"]))
+        t = cls(frames, arch=obj["arch"], sizes=obj["sizes"], phases=[Phase(*p) for p in st["phases"]],
+                patch=st["patch"], batch=st["batch"], lr=st["lr"], mapping=st["mapping"], seed=st["seed"], model=model)
+        t.load_state_dict(st)
+        return t
 
 
 def train(frames: Sequence[np.ndarray] | np.ndarray, *, arch: str, sizes: dict[str, int], metric: str = "mse",
           lmbda: float = 0.01, steps: int = 200, patch: int = 64, batch: int = 4, lr: float = 1e-4,
           mapping: str = "study", seed: int = 0, model=None,
           progress: Callable[[int, float, float], None] | None = None):
-    """Train (or continue training) a CompressAI model on random crops of ``frames``.
+    """Train (or fine-tune) a model in one phase; returns it ready to code (see :class:`Trainer`).
 
-    Parameters
-    ----------
-    frames
-        ``(..., Y, X)`` integer planes (uint8 or uint16), each at least ``patch`` on a side.
-    arch, sizes
-        Architecture name (:data:`~rawgate.codecs.learned.ARCHITECTURES`) and constructor sizes.
-    metric
-        ``"mse"`` or ``"ms-ssim"`` (needs patches of at least 161 px for its five scales).
-    lmbda
-        Rate–distortion trade-off λ (larger: better quality, more bits).
-    steps, patch, batch, lr
-        Optimiser steps, crop size [px] (a multiple of 64), crops per step, Adam learning rate.
-    mapping
-        ``"study"`` (x / dtype max) or ``"range"`` (each frame's min–max), as the codec maps.
-    seed
-        Seeds the crops and the initial weights.
-    model
-        A model to continue training (fine-tuning); default a new one.
-    progress
-        Called after each step with ``(step, loss, bpp)``.
-
-    Returns
-    -------
-    The trained model, ``update(force=True)``-ed and in eval mode (ready to code).
+    ``progress(step, loss, bpp)`` is called after each step (step counted from 0).
     """
-    torch = _torch()
-    from compressai.losses import RateDistortionLoss
-
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}")
-    planes = np.asarray(frames)
-    planes = planes.reshape(-1, *planes.shape[-2:])
-    if min(planes.shape[-2:]) < patch:
-        raise ValueError(f"frames of {planes.shape[-2:]} px are smaller than the {patch}² training crops")
-    top = float(np.iinfo(planes.dtype).max)
-    if mapping == "study":
-        unit = planes.astype(np.float32) / np.float32(top)
-    else:
-        lo = planes.reshape(len(planes), -1).min(1)[:, None, None].astype(np.float32)
-        hi = planes.reshape(len(planes), -1).max(1)[:, None, None].astype(np.float32)
-        unit = (planes.astype(np.float32) - lo) / np.maximum(hi - lo, 1.0)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    if model is None:
-        model = build_model(arch, sizes)
-    model.train()
-    params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
-    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
-    opt = torch.optim.Adam(params, lr=lr)
-    aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
-    criterion = RateDistortionLoss(lmbda=lmbda, metric=metric)
-    h, w = unit.shape[-2:]
-    for step in range(steps):
-        idx = rng.integers(0, len(unit), batch)
-        ys, xs = rng.integers(0, h - patch + 1, batch), rng.integers(0, w - patch + 1, batch)
-        crops = np.stack([unit[i, y:y + patch, x:x + patch] for i, y, x in zip(idx, ys, xs)])
-        x = torch.from_numpy(crops)[:, None].repeat(1, 3, 1, 1)
-        out = model(x)
-        loss = criterion(out, x)
-        opt.zero_grad()
-        loss["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        aux = model.aux_loss()
-        aux_opt.zero_grad()
-        aux.backward()
-        aux_opt.step()
-        if progress is not None:
-            progress(step, float(loss["loss"].detach()), float(loss["bpp_loss"].detach()))
-    model.update(force=True)
-    model.eval()
-    return model
+    t = Trainer(frames, arch=arch, sizes=sizes, phases=[Phase(metric, steps, lmbda)], patch=patch, batch=batch,
+                lr=lr, mapping=mapping, seed=seed, model=model)
+    return t.run(progress=None if progress is None else (lambda s, m, loss, bpp: progress(s - 1, loss, bpp)))

@@ -523,11 +523,12 @@ DEMO_SETTINGS: dict = {
 }
 
 
-from . import cli_codecs, cli_evaluate, cli_gate, cli_service  # noqa: E402
+from . import cli_codecs, cli_evaluate, cli_gate, cli_learned, cli_service  # noqa: E402
 
 cli_codecs.register(app)
 cli_gate.register(app)
 cli_evaluate.register(app)
+cli_learned.register(app)
 cli_service.register(app)
 
 
