@@ -206,13 +206,15 @@ def calibrate(
 # ---------------------------------------------------------------------------- calibration …
 @calibration_app.command("show")
 def calibration_show(
-    file: Annotated[Path, typer.Argument(help="Noise model (.rgnoise)")],
+    file: Annotated[Path, typer.Argument(help="Noise model (.rgnoise), or a calibration run's folder")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """Print a noise model's identity, dates, fit quality and map statistics."""
     from rawgate.calibration.model import NoiseModel
 
     with _user_errors():
+        if file.is_dir() and (file / "noise_model.rgnoise").is_file():  # a calibration run's folder
+            file = file / "noise_model.rgnoise"
         m = NoiseModel.load(file)
         s = m.summary()
         if as_json:

@@ -60,7 +60,7 @@ def _select(arr: np.ndarray, axes: str | None, frame: int, volume: bool | None) 
 
 def check(
     raw: Annotated[Path, typer.Argument(help="raw image: TIFF/OME-TIFF/.npy (a frame, time series or Z stack)")],
-    codec: Annotated[str, typer.Option("--codec", "-c", help="codec spec, e.g. noisecal:step=2, jpeg:ratio=10")] = "noisecal",
+    codec: Annotated[str, typer.Option("--codec", help="codec spec, e.g. noisecal:step=2, jpeg:ratio=10 (-c is --config everywhere)")] = "noisecal",
     calibration: Annotated[Optional[Path], typer.Option(help="the camera's noise model (.rgnoise)")] = None,
     segmenter: Annotated[Optional[str], typer.Option(help="segmenter: a model file or an entry-point name")] = None,
     decoded: Annotated[Optional[Path], typer.Option(help="use this already-decoded/compressed copy instead of --codec")] = None,

@@ -400,8 +400,9 @@ def noise_epsilon(raw_power: float, replica_power: np.ndarray, compressed_power:
     elif compressed_power <= 0:
         value = -np.inf
     else:
-        value = float(np.log2(float(compressed_power) / ref))
-    null = np.log2(np.maximum(np.asarray(replica_power, np.float64), tiny) / ref)
+        value = float(np.log2(float(compressed_power)) - np.log2(ref))
+    # in the log domain: a flat raw frame (power 0, ref = tiny) would overflow the ratio
+    null = np.log2(np.maximum(np.asarray(replica_power, np.float64), tiny)) - np.log2(ref)
     return EpsilonStat(
         "noise power", "noise", "log2 ratio", value, null, 2,
         {"raw_power": float(raw_power), "compressed_power": float(compressed_power),

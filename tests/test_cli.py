@@ -61,6 +61,8 @@ def test_show_and_json(calibrated):
     assert r.returncode == 0 and "SIM-0003" in r.stdout
     r = run("calibration", "show", "--json", folder / "noise_model.rgnoise")
     assert json.loads(r.stdout)["identity"]["serial"] == "SIM-0003"
+    r = run("calibration", "show", "--json", folder)  # the run's folder: its noise_model.rgnoise
+    assert r.returncode == 0 and json.loads(r.stdout)["identity"]["serial"] == "SIM-0003"
 
 
 def test_compare_exit_codes(calibrated, tmp_path):

@@ -127,3 +127,39 @@ def test_codecs_lists_every_codec_with_options():
                 "jpeg2k", "jpegxr", "noisecal"):
         assert cid in r.stdout
     assert "step=2.0" in r.stdout and "ratio=None" in r.stdout
+
+
+def test_compress_says_what_the_embedded_model_costs(data, tmp_path):
+    """One small frame: the maps the stream carries outweigh the coded data; the report says how
+    much, the ratio without them, the codec's own throughput, and how to avoid it."""
+    import re
+
+    tmp, raw, _ = data
+    tifffile.imwrite(tmp_path / "one.tif", raw[0])
+    env = {"XDG_DATA_HOME": str(tmp_path / "store"), "PATH": "/usr/bin:/bin", "COLUMNS": "200"}
+    r = run("compress", tmp_path / "one.tif", tmp_path / "e.rgc", "--codec", "noisecal:step=2",
+            "--calibration", tmp / "cal.rgnoise", env=env)
+    assert r.returncode == 0, r.stderr
+    out = " ".join(r.stdout.split())
+    m = re.search(r"compression ratio │ ([\d.]+)", out)
+    w = re.search(r"noise model \(embedded\) │ [\d.]+ MB of the output: ratio ([\d.]+) without it", out)
+    assert m and w, out
+    assert float(w.group(1)) > 2 * float(m.group(1))
+    assert "codec encode" in out and "MB/s in memory" in out and "embed_model=false" in out
+    assert "preset=small" in out and "tile_rows=" in out  # every option in the label
+    r = run("compress", tmp_path / "one.tif", tmp_path / "n.rgc", "--codec", "noisecal:step=2,embed_model=false",
+            "--calibration", tmp / "cal.rgnoise", env=env)
+    out = " ".join(r.stdout.split())
+    assert r.returncode == 0 and "(not embedded)" in out and "embed_model=false`" not in out, out
+    assert (tmp_path / "n.rgc").stat().st_size < (tmp_path / "e.rgc").stat().st_size / 2
+
+
+def test_dash_c_means_config_everywhere(data, tmp_path):
+    """`-c` is `--config` in every command; the codec is `--codec` alone (no `-c` that means a
+    codec in one command and a config file in the next)."""
+    tmp, _, _ = data
+    for cmd in (["compress", tmp / "raw.tif", tmp_path / "x.rgc"], ["check", tmp / "raw.tif"]):
+        r = run(*cmd, "-c", "zstd")
+        assert r.returncode == 2 and "No such option" in r.stderr, (cmd, r.stderr)
+        h = run(cmd[0], "--help", env={**__import__("os").environ, "COLUMNS": "200", "NO_COLOR": "1"})
+        assert "--codec" in h.stdout and " -c " not in h.stdout, h.stdout

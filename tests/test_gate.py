@@ -351,6 +351,9 @@ def test_noise_power_and_noise_epsilon():
     assert flat.value == -np.inf and not judge([flat]).passed
     # a flat raw frame kept exactly (lossless) is no change, not a division by zero
     assert noise_epsilon(0.0, p_reps, 0.0).value == 0.0
+    with np.errstate(all="raise"):  # a flat raw frame against noisy replicas: no overflow warning
+        flat_raw = noise_epsilon(0.0, p_reps, p_reps[0])
+    assert np.all(np.isfinite(flat_raw.null)) and np.all(flat_raw.null > 1000)
 
 
 def _stat(name, value, null, sides=2, family="whole"):
