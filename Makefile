@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 LEARNED := $(VENV)/.learned-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test bench bench-codecs bench-gate bench-daemon bench-archive install install-learned clean
+.PHONY: demo test bench bench-codecs bench-gate bench-daemon bench-archive bench-evaluate install install-learned clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,15 @@ demo: $(STAMP)
 test: $(STAMP) $(LEARNED)
 	$(PY) -m pytest -q
 
-bench: bench-codecs bench-gate bench-daemon bench-archive
+bench: bench-codecs bench-gate bench-daemon bench-archive bench-evaluate
 	$(PY) bench/bench_calibration.py
+
+# rawgate evaluate on the benchmark scenes (recommendation beside Jetraw's published ratio and
+# anscombe-transform measured on the same frames) and the time of a full 2048² evaluation
+bench-evaluate: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	mkdir -p bench/results
+	$(PY) bench/evaluate.py | tee bench/results/evaluate.txt
 
 # archive size vs the bare codec: the model embedded in each copy vs stored once per archive
 bench-archive: $(STAMP)

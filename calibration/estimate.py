@@ -60,6 +60,7 @@ __all__ = [
     "estimate_from_frames",
     "estimate_from_image",
     "estimate_noise_model",
+    "datasheet_noise_model",
 ]
 
 #: Floor of ``b + a·offset`` [ADU²] when computing the read noise (keeps it finite and ≥ 0).
@@ -1025,3 +1026,46 @@ def estimate_noise_model(
     fn = estimate_from_frames if time_series else estimate_from_image
     res = fn(data, bit_depth=bit_depth, offset_adu=offset_adu, **options)
     return res.to_noise_model(identity=identity)
+
+
+def datasheet_noise_model(
+    shape: tuple[int, int],
+    *,
+    gain_e_per_adu: float,
+    read_noise_e: float,
+    offset_adu: float,
+    bit_depth: int,
+    offset_source: str = "given",
+    data_sha256: str = "",
+) -> NoiseModel:
+    """A global noise model from the camera's published figures, when there is no calibration
+    and the data cannot determine one (a narrow intensity range, a dim 8-bit-like image).
+
+    Uniform maps of the given gain [e⁻/ADU], read noise [e⁻ rms] and offset [ADU]; no bad
+    pixels, no dark current; flagged ``estimated=True`` with a ``source`` that names the values
+    and where they came from, so every report marks it.
+
+    Raises
+    ------
+    EstimateError
+        A value that is not a positive finite number (offset: finite, ≥ 0), or a bad shape.
+    """
+    h, w = (int(v) for v in shape)
+    if min(h, w) < 1:
+        raise EstimateError(f"shape must be (H, W) with positive sizes, got {shape}")
+    for name, v, lo in (("gain", gain_e_per_adu, 0.0), ("read noise", read_noise_e, 0.0)):
+        if not np.isfinite(v) or v <= lo:
+            raise EstimateError(f"{name} must be a positive number, got {v}")
+    if not np.isfinite(offset_adu) or offset_adu < 0:
+        raise EstimateError(f"offset must be ≥ 0 ADU, got {offset_adu}")
+    if not 1 <= int(bit_depth) <= 16:
+        raise EstimateError(f"bit depth must be 1–16, got {bit_depth}")
+    full = lambda v: np.full((h, w), v, np.float32)  # noqa: E731
+    return NoiseModel(
+        identity=CameraIdentity(name="unknown (datasheet values)", serial="datasheet-" + (data_sha256[:12] or "0"),
+                                bit_depth=int(bit_depth), binning=1, roi=(0, 0, w, h)),
+        offset_adu=full(offset_adu), gain_e_per_adu=full(gain_e_per_adu), read_noise_e=full(read_noise_e),
+        dark_current_e_per_s=None, bad_pixels=np.zeros((h, w), np.uint8), estimated=True,
+        source=(f"datasheet: gain {gain_e_per_adu:.5g} e-/ADU, read noise {read_noise_e:.5g} e- rms, offset "
+                f"{offset_adu:.5g} ADU ({offset_source}), {int(bit_depth)}-bit; not measured on this camera"),
+    )

@@ -412,26 +412,56 @@ def calibration_estimate(
     offset: Annotated[
         Optional[float], typer.Option("--offset", help="Camera offset [ADU] if known (default: the data's dark level)")
     ] = None,
+    gain: Annotated[
+        Optional[float], typer.Option("--gain", help="Camera gain [e-/ADU] from its datasheet or Micro-Manager's "
+                                      "camera properties; with --read-noise: a model from these values alone")
+    ] = None,
+    read_noise: Annotated[Optional[float], typer.Option("--read-noise", help="Read noise [e- rms], with --gain")] = None,
+    bit_depth: Annotated[Optional[int], typer.Option("--bit-depth", help="ADC bits (default: the data type's)")] = None,
 ) -> None:
-    """ESTIMATE a global noise model from image data when no calibration exists (not a calibration)."""
-    from rawgate.calibration.estimate import estimate_from_frames, estimate_from_image
-    from rawgate.calibration.model import MODEL_SUFFIX
+    """ESTIMATE a global noise model from image data when no calibration exists (not a calibration).
+
+    When the data cannot determine the noise law (a narrow intensity range), give what the camera's
+    datasheet says: ``--gain`` and ``--read-noise`` (and ``--offset``) build the model from those
+    values alone, marked as such in every report."""
+    import numpy as np
+
+    from rawgate.calibration.estimate import (EstimateError, datasheet_noise_model, estimate_from_frames,
+                                              estimate_from_image)
 
     with _user_errors():
         data = _read_raw_tiff(image, time_series)
+        if (gain is None) != (read_noise is None):
+            _fail("give both --gain [e-/ADU] and --read-noise [e-] to build a model from datasheet values")
+        if gain is not None:
+            import hashlib
+
+            off, src = (offset, "given") if offset is not None else (float(np.percentile(data, 0.1)),
+                                                                       "0.1st percentile of the data: pass --offset")
+            bits = bit_depth or 8 * np.dtype(data.dtype).itemsize
+            model = datasheet_noise_model(data.shape[-2:], gain_e_per_adu=gain, read_noise_e=read_noise,
+                                          offset_adu=off, bit_depth=bits, offset_source=src,
+                                          data_sha256=hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest())
+            path = model.save(_estimate_out(image, out))
+            t = Table(title=f"[bold red]DATASHEET[/] noise model for {image.name} — not measured")
+            t.add_column("figure")
+            t.add_column("value", justify="right")
+            for k, v in (("gain", f"{gain:.4g} e-/ADU"), ("read noise", f"{read_noise:.3g} e- rms"),
+                         ("offset", f"{off:.2f} ADU ({src})"), ("bit depth", f"{bits}")):
+                t.add_row(k, v)
+            console.print(t)
+            console.print(f"model:  {path}", highlight=False)
+            return
         estimate = estimate_from_frames if time_series else estimate_from_image
         with err.status("estimating the noise law from the data…"):
-            res = estimate(data, offset_adu=offset)
+            try:
+                res = estimate(data, offset_adu=offset)
+            except EstimateError as e:
+                raise EstimateError(f"{e}. If the camera's datasheet (or Micro-Manager's camera properties) gives "
+                                    "its gain and read noise, pass --gain and --read-noise (and --offset) to build "
+                                    "the model from them") from None
         model = res.to_noise_model()
-        stem = image.name
-        for suffix in (".tif", ".tiff", ".ome"):
-            if stem.lower().endswith(suffix):
-                stem = stem[: -len(suffix)]
-        if out is None:
-            out = image.parent
-        if out.is_dir():
-            out = out / f"{stem}.estimated{MODEL_SUFFIX}"
-        path = model.save(out)
+        path = model.save(_estimate_out(image, out))
 
         method = "temporal frame pairs" if res.method == "frame-pairs" else "single image (Foi et al. 2008)"
         t = Table(title=f"[bold red]ESTIMATED[/] noise model of {image.name} — not calibrated")
@@ -461,6 +491,18 @@ def calibration_estimate(
         for n in res.notes:
             console.print(f"[yellow]note:[/] {n}", highlight=False)
         console.print(f"model:  {path}", highlight=False)
+
+
+def _estimate_out(image: Path, out: Optional[Path]) -> Path:
+    """Where an estimated model goes: ``--out``, or ``<image stem>.estimated.rgnoise`` beside it."""
+    from rawgate.calibration.model import MODEL_SUFFIX
+
+    stem = image.name
+    for suffix in (".tif", ".tiff", ".ome"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+    out = image.parent if out is None else out
+    return out / f"{stem}.estimated{MODEL_SUFFIX}" if out.is_dir() else out
 
 
 # ---------------------------------------------------------------------------- demo

@@ -116,3 +116,28 @@ def test_bad_input_is_a_clear_error_and_exit_2(camera, tmp_path):
     rgb = tmp_path / "rgb.tif"
     tifffile.imwrite(rgb, np.zeros((32, 32, 3), np.uint8), photometric="rgb")
     assert "colour" in estimate(rgb)
+
+
+def test_datasheet_values_when_the_data_cannot_tell(tmp_path):
+    """A nearly blank field: the estimator refuses and points at the datasheet options;
+    --gain/--read-noise/--offset then build a global model marked as datasheet values, and
+    `rawgate check` runs with it."""
+    rng = np.random.default_rng(3)
+    img = (rng.poisson(np.full((96, 96), 30.0)) + 100).astype(np.uint16)  # a nearly blank field
+    image = write_tiff(tmp_path / "nuclei.tif", img)
+    r = run("calibration", "estimate", image)
+    assert r.returncode == 2 and "--gain and --read-noise" in " ".join(r.stderr.split()), r.stderr
+    assert not (tmp_path / "nuclei.estimated.rgnoise").exists()
+    r = run("calibration", "estimate", image, "--gain", "0.5")
+    assert r.returncode == 2 and "both --gain" in r.stdout + r.stderr
+    r = run("calibration", "estimate", image, "--gain", "0.46", "--read-noise", "1.6", "--offset", "100",
+            "--bit-depth", "12", "--out", tmp_path / "ds.rgnoise")
+    assert r.returncode == 0, r.stderr
+    assert "DATASHEET" in r.stdout
+    m = NoiseModel.load(tmp_path / "ds.rgnoise")
+    assert m.estimated and m.source.startswith("datasheet: gain 0.46 e-/ADU, read noise 1.6 e- rms, offset 100")
+    assert m.identity.bit_depth == 12 and m.shape == (96, 96)
+    assert float(m.gain_e_per_adu.mean()) == pytest.approx(0.46) and float(m.offset_adu.max()) == 100.0
+    r = run("check", image, "--codec", "noisecal:step=2", "--calibration", tmp_path / "ds.rgnoise",
+            "--report", tmp_path / "rep")
+    assert r.returncode in (0, 1) and (tmp_path / "rep" / "epsilon.json").is_file(), r.stderr
