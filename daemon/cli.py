@@ -533,6 +533,9 @@ def demo(
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         logging.getLogger("rawgate.alerts").setLevel(logging.INFO)
         daemon_dir = out / "daemon"
+        if (daemon_dir / "rawgate.yaml").is_file():
+            console.print(f"starting clean: the previous demo run in {daemon_dir} is removed "
+                          "(calibrations are kept, one folder per run)", highlight=False)
         rows, dcfg = run_daemon_demo(daemon_dir, run.folder, seed=sim.simulated.seed,
                                      shape=tuple(sim.simulated.shape), bit_depth=sim.simulated.bit_depth)
     t = Table(title="the daemon's items")
@@ -550,9 +553,25 @@ def demo(
             console.print(f"  ε report: {r.report}", highlight=False)
     console.print(f"archive (BagIt): {dcfg.daemon.archive_dir}   ledger: {dcfg.daemon.state_dir / 'ledger.sqlite'}",
                   highlight=False)
+    for line in demo_next_steps(daemon_dir, rows, dcfg):
+        console.print(line, highlight=False, soft_wrap=True)
     console.print(f"demo took {time.monotonic() - t0:.0f} s", highlight=False)
     if not rows or any(r.state == "quarantined" for r in rows):
         raise typer.Exit(EXIT_FAILED_CHECK)
+
+
+def demo_next_steps(daemon_dir: Path, rows, dcfg) -> list[str]:
+    """The commands that continue from a demo run (they work on the config it wrote)."""
+    cfg = daemon_dir / "rawgate.yaml"
+    out = ["", "continue from here:",
+           f"  rawgate status -c {cfg}",
+           f"  rawgate quarantine list -c {cfg}",
+           f"  rawgate archive verify -c {cfg} --full",
+           f"  rawgate evaluate {daemon_dir / 'acquisition' / 'lossy-trial' / 'cells_t3_z3.ome.tif'} --codecs "
+           f"'noisecal:step=auto jpeg:ratio=30' --calibration "
+           f"{next(iter(dcfg.daemon.calibrations.dirs))}/noise_model.rgnoise --frame 0 --planes"
+           + (f" --segmenter {dcfg.daemon.gate.segmenter}" if dcfg.daemon.gate.segmenter else "")]
+    return out
 
 
 #: The demo's settings; `configs/demo.yaml` holds the same (a test keeps them equal).

@@ -101,6 +101,36 @@ def _acquire(core: Any, path: Path) -> int:
     return len(list(seq))
 
 
+#: the daemon config a demo run writes into its folder, so the commands it prints work on it
+CONFIG_NAME = "rawgate.yaml"
+
+
+def fresh_demo_folder(out: Path) -> bool:
+    """Start a demo's daemon folder clean: a folder left by an earlier demo run (it holds the
+    config the demo writes) is removed, so its ledger and archive never show up as this run's.
+    Anything else already at ``out`` is refused. Returns whether an earlier run was removed."""
+    import shutil
+
+    if not out.exists():
+        return False
+    if not out.is_dir() or (any(out.iterdir()) and not (out / CONFIG_NAME).is_file()):
+        raise FileExistsError(f"{out} exists and is not a rawgate demo folder: choose another --out")
+    shutil.rmtree(out)
+    return True
+
+
+def write_demo_config(cfg: RawgateConfig, path: Path) -> Path:
+    """The demo's daemon config as YAML (absolute paths), for ``rawgate status -c`` and friends."""
+    import yaml
+
+    from rawgate.calibration._files import atomic_write
+
+    text = "# written by `rawgate demo`: use it with `rawgate status -c`, `quarantine list -c`, `archive verify -c`\n"
+    text += yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    atomic_write(path, lambda fh: fh.write(text.encode()))
+    return path
+
+
 def demo_daemon_config(out: Path, model_dir: Path, segmenter: Path | None) -> RawgateConfig:
     """The demo's daemon settings (all paths under ``out``)."""
     return RawgateConfig.model_validate({
@@ -135,6 +165,7 @@ def run_daemon_demo(out: Path, model_dir: Path, *, seed: int, shape: tuple[int, 
     from .service import Service
 
     out = Path(out)
+    fresh_demo_folder(out)
     (out / "acquisition").mkdir(parents=True, exist_ok=True)
     inst = SimulatedInstrument(seed=seed, shape=shape, bit_depth=bit_depth)
     try:
@@ -147,6 +178,7 @@ def run_daemon_demo(out: Path, model_dir: Path, *, seed: int, shape: tuple[int, 
         core.setExposure(10.0)
         segmenter = _train_segmenter(inst, out)
         cfg = demo_daemon_config(out, model_dir, segmenter)
+        write_demo_config(cfg, out / CONFIG_NAME)
         stop = threading.Event()
         service = Service(cfg)
         errors: list[BaseException] = []

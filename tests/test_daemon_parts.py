@@ -119,6 +119,11 @@ def test_demo_story_on_the_simulated_microscope(tmp_path):
     cal = tmp_path / "cal"
     cal.mkdir()
     truth_noise_model(truth).save(cal / "noise_model.rgnoise")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "notes.txt").write_text("not a demo folder")
+    with pytest.raises(FileExistsError, match="not a rawgate demo folder"):
+        run_daemon_demo(tmp_path / "d", cal, seed=7, shape=(256, 256), bit_depth=16)
+    (tmp_path / "d" / "notes.txt").unlink()
     rows, cfg = run_daemon_demo(tmp_path / "d", cal, seed=7, shape=(256, 256), bit_depth=16)
     by = {r.relpath: r for r in rows}
     ok, trial = by["cells_t3_z3.ome.tif"], by["lossy-trial/cells_t3_z3.ome.tif"]
@@ -158,6 +163,31 @@ def test_demo_story_on_the_simulated_microscope(tmp_path):
     assert lines[0].startswith(f"checksum mismatch: {ok.archive_path} "), lines
     assert any(ln.startswith(f"does not decode: {ok.archive_path}") for ln in lines), lines
     assert lines[-1].startswith(f"archive {arch}: {len(lines) - 1} problem(s)"), lines
+
+    # the demo wrote its config: the commands it prints work on it
+    import shlex
+
+    from rawgate.daemon.cli import demo_next_steps
+
+    steps = demo_next_steps(tmp_path / "d", rows, cfg)
+    status_cmd = next(s for s in steps if "rawgate status" in s)
+    r = subprocess.run([sys.executable, "-m", "rawgate.daemon.cli", *shlex.split(status_cmd)[1:], "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)
+    assert st["counts"]["raw_released"] == 1 and st["counts"]["archived"] == 1
+    # a second demo into the same folder starts clean: its ledger holds this run's two items only
+    import time
+
+    from rawgate.daemon.ledger import Ledger
+
+    t_second = time.time()
+    rows2, _ = run_daemon_demo(tmp_path / "d", cal, seed=7, shape=(256, 256), bit_depth=16)
+    assert sorted(r.relpath for r in rows2) == sorted(by)
+    with Ledger(tmp_path / "d" / "state" / "ledger.sqlite") as led:
+        items = led.items()
+    assert len(items) == 2 and all(i.created_at > t_second for i in items)
+    assert {r.state for r in rows2} == {"raw_released", "archived"}
 
 
 def test_checked_tiles_carry_their_slice_of_the_noise_model(model):
