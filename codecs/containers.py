@@ -168,9 +168,6 @@ class ContainerError(ValueError):
 
 
 # ====================================================================== shared helpers
-def _needs_model(codec: Codec) -> bool:
-    return codec.needs_noise_model
-
 
 def _prepare_codec(codec: Codec | str | dict, noise_model: NoiseModel | None,
                    frame_shape: tuple[int, int]) -> tuple[Codec, NoiseModel | None]:
@@ -181,7 +178,7 @@ def _prepare_codec(codec: Codec | str | dict, noise_model: NoiseModel | None,
     ``noise_model`` is ignored for codecs that do not use one.
     """
     codec = get_codec(codec)
-    if not _needs_model(codec):
+    if not codec.needs_noise_model:
         return codec, None
     model = noise_model if noise_model is not None else getattr(codec, "noise_model", None)
     if model is None and getattr(codec, "model_sha256", None):
@@ -388,7 +385,7 @@ def _decode_stream(codec: Codec | None, data: Any) -> np.ndarray:
 
 
 def _encode_stream(codec: Codec, a: np.ndarray) -> bytes:
-    if _needs_model(codec):
+    if codec.needs_noise_model:
         with _MODEL_LOCK:
             return codec.encode(a)
     return codec.encode(a)
@@ -403,7 +400,7 @@ def _encode_planes(codec: Codec, planes: Iterable[np.ndarray],
     """
     if n_planes is None:
         n_planes = len(planes) if hasattr(planes, "__len__") else None  # type: ignore[arg-type]
-    if _needs_model(codec) or n_planes == 1:
+    if codec.needs_noise_model or n_planes == 1:
         for p in planes:  # kernels are parallel inside
             yield _encode_stream(codec, p)
         return

@@ -53,8 +53,9 @@ def evaluate(
 
     with _user_errors():
         specs = parse_codec_list(codecs if codecs is not None else list(DEFAULT_CODECS))
-        autos = [a for a in map(AutoSpec.parse, specs) if a is not None]
-        fixed = [s for s in specs if AutoSpec.parse(s) is None]
+        parsed = [(s, AutoSpec.parse(s)) for s in specs]
+        autos = [a for _, a in parsed if a is not None]
+        fixed = [s for s, a in parsed if a is None]
         if not frames:
             _fail("no frame to evaluate")
         model = NoiseModel.load(calibration) if calibration is not None else None

@@ -193,10 +193,6 @@ def _rule(watch: WatchConfig, relpath: str, metadata: dict[str, Any]) -> RuleCon
     raise Quarantine(f"no rule of {watch.path} matches {relpath}")
 
 
-def _needs_model(codec: Any) -> bool:
-    """Codecs that code with the noise model (noisecal)."""
-    return bool(codec.needs_noise_model)
-
 
 def _injected_pause(step: str, relpath: str) -> None:
     """Test hook: ``RAWGATE_INJECT_FAULTS=pause:<step>:<name part>=<s>`` sleeps before ``step``
@@ -223,7 +219,7 @@ def _encode(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
         model_path = None
         # a lossy copy needs the camera's calibration: noisecal codes with it, and the ε check
         # draws its replicas from it (for every lossy codec)
-        if not codec.lossless and (_needs_model(codec) or cfg.daemon.gate.enabled):
+        if not codec.lossless and (codec.needs_noise_model or cfg.daemon.gate.enabled):
             cu = cfg.daemon.calibrations
             sel = select_model(w.library.models(), (h, wd), camera=rule.camera, max_age_days=cu.max_age_days,
                                on_stale=cu.on_stale, on_drift=cu.on_drift, drift=w.drift, drift_cache=w.drift_cache)
@@ -242,7 +238,7 @@ def _encode(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
                     sel.model.check_frame(stack.plane(0))
                 except ModelMismatchError as e:
                     raise Quarantine(str(e)) from None
-                if _needs_model(codec):
+                if codec.needs_noise_model:
                     model = sel.model
         copy = write_copy(stack, w.staged(item), spec, noise_model=model, models_dir=models_dir(cfg))
     detail = {"model": model_path, "staged": str(copy.path)}

@@ -382,15 +382,17 @@ def search_setting(refs: Sequence[tuple[str, Reference]], auto: AutoSpec, *, ite
     _, lo, hi = SEARCHABLE[auto.codec]
     tried: list[tuple[float, bool, float | None]] = []
     rows: dict[float, list[CodecResult]] = {}
+    # what every setting is scored against, computed once per frame: the raw segmentation and σ
     labels = [None if ref.segmenter is None else np.asarray(ref.segmenter(ref.raw)) for _, ref in refs]
+    sigmas = [sigma_from_model_adu(ref.raw, ref.model.offset_adu, ref.model.gain_e_per_adu, ref.model.read_noise_e)
+              for _, ref in refs]
 
-    def run(v: float) -> bool:
-        v = float(f"{v:.3g}")
+    def run(v: float) -> bool:  # v already rounded (see rounded below)
         if v not in rows:
             if progress is not None:
                 progress(auto.at(v))
-            rows[v] = [score_codec(ref, auto.at(v), name=name, raw_labels=lab)
-                       for (name, ref), lab in zip(refs, labels)]
+            rows[v] = [score_codec(ref, auto.at(v), name=name, raw_labels=lab, sigma=sig)
+                       for (name, ref), lab, sig in zip(refs, labels, sigmas)]
             ok = all(r.passed for r in rows[v])
             ratios = [r.compression_ratio for r in rows[v] if r.compression_ratio]
             tried.append((v, ok, float(np.mean(ratios)) if ratios else None))
