@@ -39,6 +39,10 @@ def evaluate(
     false_reject_rate: Annotated[float, typer.Option(help="α: chance a raw-equivalent input fails")] = 0.002,
     out: Annotated[Path, typer.Option(help="folder for evaluation.json")] = Path("evaluation"),
     json_out: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
+    store: Annotated[Optional[str], typer.Option(help="WATCH[:RULE]: store each `auto` search's setting for this "
+                                                 "watched folder's rule (default rule 0) and the calibration's "
+                                                 "camera, in the ledger of --config; the daemon codes with it")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (with --store)")] = None,
 ) -> None:
     """Every codec on every frame: the study's tables (ratio, space saving, PSNR, SSIM, MS-SSIM,
     Pearson, bias) beside ε and the verdict; exit 0 when it ran, 2 on bad input."""
@@ -59,6 +63,7 @@ def evaluate(
         if not frames:
             _fail("no frame to evaluate")
         model = NoiseModel.load(calibration) if calibration is not None else None
+        target = _store_target(store, config, autos, model) if store is not None else None
         seg = None
         if segmenter:
             from rawgate.gate.segmenter import load_segmenter
@@ -89,8 +94,13 @@ def evaluate(
             refs.append((path.name, ref))
         searches = []
         for a in autos:
+            # a setting stored for the daemon is searched as the daemon searches: several dither
+            # draws, and an operating point below the edge (rawgate.daemon.rates)
+            from . import rates
+
+            kw = {} if target is None else {"dithers": rates.DITHERS, "margin": rates.MARGIN}
             with console.status(f"searching {a.spec}…") as st:
-                searches.append(search_setting(refs, a, progress=lambda spec: st.update(f"searching: {spec}…")))
+                searches.append(search_setting(refs, a, progress=lambda spec: st.update(f"searching: {spec}…"), **kw))
         ev = Evaluation(frames=infos, results=results,
                         settings={"codecs": specs, "replicas": replicas, "seed": seed,
                                   "false_reject_rate": false_reject_rate,
@@ -100,12 +110,66 @@ def evaluate(
         out.mkdir(parents=True, exist_ok=True)
         (out / "evaluation.json").write_text(json.dumps(ev.to_dict(), indent=1, default=float))
         _write_csv(ev, out / "evaluation.csv")
+        stored = _store(target, searches, len(selected)) if target is not None else []
     if json_out:
         print(json.dumps(ev.to_dict(), default=float))
         return
     _print_tables(ev)
     _print_search(ev)
+    for line in stored:
+        console.print(line, highlight=False)
     console.print(f"results: {out / 'evaluation.json'}", highlight=False)
+
+
+def _store_target(store: str, config: Path | None, autos: list, model) -> tuple:
+    """``(ledger path, watch name, rule index, camera)`` for ``--store WATCH[:RULE]``, checked
+    against the config: the rule must code with one of the searched ``auto`` specs."""
+    from rawgate.codecs.auto import AutoSpec
+
+    from .config import load_config
+
+    if config is None:
+        _fail("--store needs the daemon's --config (its ledger keeps the setting)")
+    if model is None:
+        _fail("--store needs --calibration: the setting is stored for that calibration's camera")
+    if not autos:
+        _fail("--store needs an `auto` codec spec to search, e.g. --codecs noisecal:step=auto")
+    cfg = load_config(config)
+    name, _, rule_s = store.partition(":")
+    watch = next((w for w in cfg.daemon.watch if w.archive_name == name), None)
+    if watch is None:
+        _fail(f"--store {store}: no watched folder named {name!r} in {config} "
+              f"(names: {', '.join(w.archive_name for w in cfg.daemon.watch) or 'none'})")
+    try:
+        rule = int(rule_s or 0)
+        r = watch.rules[rule]
+    except (ValueError, IndexError):
+        _fail(f"--store {store}: {name!r} has rules 0…{len(watch.rules) - 1}")
+    spec = r.codec or cfg.compression.codec
+    a = AutoSpec.parse(spec)
+    if a is None or a.spec not in {x.spec for x in autos}:
+        _fail(f"--store {store}: that rule codes with {spec!r}; search it with --codecs '{spec}'")
+    from .pipeline import LEDGER_NAME
+
+    return (cfg.daemon.state_dir / LEDGER_NAME, name, rule, model.identity.serial or "unknown", a.spec)
+
+
+def _store(target: tuple, searches: list, n_frames: int) -> list[str]:
+    """Store the search of the rule's spec in the ledger; the lines to print."""
+    from . import rates
+    from .ledger import Ledger, RateKey
+
+    path, watch, rule, camera, spec = target
+    s = next(x for x in searches if x.auto == spec)
+    key = RateKey(watch, rule, camera, spec)
+    passing = [v for v, ok, _ in s.tried if ok and (s.safe is None or v <= s.safe)]
+    why = (f"rawgate evaluate on {n_frames} frame(s): " + ("nothing passes" if s.safe is None else
+           f"{s.option}={s.best:g} passes, {rates.MARGIN:.0%} below: {s.option}={s.safe:g}"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with Ledger(path) as led:
+        led.store_rate_setting(key, s.safe, passing, why, replace=True)
+    got = "lossless (no setting passes)" if s.safe is None else f"{spec.split(':')[0]}:{s.option}={s.safe:g}"
+    return [f"stored for watch {watch!r} rule {rule}, camera {camera}: {spec} → {got} (ledger {path})"]
 
 
 def _read_frames(path: Path, read_image):

@@ -77,6 +77,9 @@ def status(
             rows = [dict(r) for r in items]
             raw = sum(r.raw_bytes or 0 for r in ledger.items(ItemState.ARCHIVED, ItemState.RAW_RELEASED))
             arch = sum(r.archive_bytes or 0 for r in ledger.items(ItemState.ARCHIVED, ItemState.RAW_RELEASED))
+            rates = [{"watch": s.key.watch, "rule": s.key.rule, "camera": s.key.camera, "auto": s.key.auto_spec,
+                      "value": s.value, "source": s.source, "changes": len(s.history) - 1, "updated_at": s.updated_at}
+                     for s in ledger.rate_settings()]
         pid = lock_held(cfg.daemon.state_dir)
         st_path = cfg.daemon.state_dir / STATUS_NAME
         daemon = json.loads(st_path.read_text()) if st_path.exists() else {}
@@ -84,7 +87,7 @@ def status(
     if json_out:
         console.print_json(json.dumps({"running": pid is not None, "pid": pid, "counts": counts,
                                        "raw_bytes": raw, "archived_bytes": arch, "compression_ratio": ratio,
-                                       "daemon": daemon, "recent": rows}, default=str))
+                                       "daemon": daemon, "rates": rates, "recent": rows}, default=str))
         return
     console.print(f"daemon: {'[green]running[/] (pid ' + str(pid) + ')' if pid else '[yellow]not running[/]'}"
                   + (f" — {daemon.get('status')}" if pid and daemon.get("status") else ""))
@@ -99,6 +102,16 @@ def status(
     console.print(t)
     if ratio:
         console.print(f"archived {raw / 1e6:.1f} MB of raw data in {arch / 1e6:.1f} MB (ratio {ratio:.2f})")
+    if rates:
+        rt = Table(title="ε-budgeted rates (auto codec specs)")
+        for col in ("watch rule", "camera", "spec", "codes with", "stepped back", "from"):
+            rt.add_column(col)
+        for s in rates:
+            opt = s["auto"].split(":")[1].split("=")[0] if ":" in s["auto"] else "?"
+            now = "lossless" if s["value"] is None else f"{opt}={s['value']:g}"
+            rt.add_row(f"{s['watch']}:{s['rule']}", s["camera"], s["auto"], now, f"{s['changes']}×",
+                       s["source"].split(":")[0], style="red" if s["value"] is None else None)
+        console.print(rt)
     if rows:
         r = Table(title=f"{len(rows)} most recent")
         for col in ("id", "item", "state", "verdict", "codec", "archive", "note / reason"):

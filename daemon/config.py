@@ -141,11 +141,19 @@ class CalibrationConfig(_Strict):
     )
 
 
-def _check_codec_spec(spec: str) -> str:
+def _check_codec_spec(spec: str, *, allow_auto: bool = True) -> str:
+    """A spec the registry accepts; with ``allow_auto`` also one that leaves the rate to the ε
+    budget (``noisecal:step=auto``), checked by the same parser ``rawgate evaluate`` uses."""
     from rawgate.codecs import CodecError, get_codec
+    from rawgate.codecs.auto import AutoSpec, is_auto_spec
 
     try:
-        get_codec(spec)
+        if is_auto_spec(spec):
+            if not allow_auto:
+                raise CodecError(f"{spec!r}: `auto` is not allowed here")
+            AutoSpec.parse(spec)
+        else:
+            get_codec(spec)
     except CodecError as e:
         raise ValueError(str(e)) from None
     return spec
@@ -171,7 +179,7 @@ class CompressionConfig(_Strict):
     def _fallback(cls, v: str) -> str:
         from rawgate.codecs import get_codec
 
-        _check_codec_spec(v)
+        _check_codec_spec(v, allow_auto=False)
         if not get_codec(v).lossless:
             raise ValueError(f"{v!r} is lossy; the fallback codec must be lossless")
         return v
@@ -321,6 +329,21 @@ class RawgateConfig(_Strict):
     calibration: CalibrationConfig = CalibrationConfig()
     compression: CompressionConfig = CompressionConfig()
     daemon: DaemonConfig = DaemonConfig()
+
+    @model_validator(mode="after")
+    def _auto_needs_gate(self) -> "RawgateConfig":
+        from rawgate.codecs.auto import is_auto_spec
+
+        # an ε-budgeted rate is found and re-checked by the spot checks: without them it could drift
+        if not self.daemon.gate.enabled:
+            specs = [("compression.codec", self.compression.codec)]
+            specs += [(f"daemon.watch.{i}.rules.{j}.codec", r.codec) for i, w in enumerate(self.daemon.watch)
+                      for j, r in enumerate(w.rules) if r.codec]
+            for where, spec in specs:
+                if is_auto_spec(spec):
+                    raise ValueError(f"{where} is {spec!r}: an `auto` rate needs the ε spot checks "
+                                     "(daemon.gate.enabled: true)")
+        return self
 
 
 class ConfigError(ValueError):

@@ -116,7 +116,53 @@ CREATE TABLE IF NOT EXISTS model_files (
     bytes INTEGER NOT NULL,
     recorded_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rate_settings (
+    watch TEXT NOT NULL,
+    rule INTEGER NOT NULL,
+    camera TEXT NOT NULL,
+    auto_spec TEXT NOT NULL,
+    value REAL,
+    passing TEXT NOT NULL DEFAULT '[]',
+    source TEXT NOT NULL,
+    history TEXT NOT NULL DEFAULT '[]',
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (watch, rule, camera, auto_spec)
+);
 """
+
+
+@dataclass(frozen=True)
+class RateKey:
+    """What an ε-budgeted setting is stored for: a watch rule (the watched folder's archive name
+    and the rule's index), the camera (its calibration's serial) and the ``auto`` spec."""
+
+    watch: str
+    rule: int
+    camera: str
+    auto_spec: str
+
+    def as_row(self) -> tuple[str, int, str, str]:
+        return (self.watch, int(self.rule), self.camera, self.auto_spec)
+
+
+@dataclass(frozen=True)
+class RateSetting:
+    """A stored ε-budgeted setting: ``value`` of the searched option (None: none passed, so the
+    rule codes losslessly), the settings that passed when searched, where it came from, and every
+    change as ``{at, value, why}``."""
+
+    key: RateKey
+    value: float | None
+    passing: tuple[float, ...]
+    source: str
+    history: tuple[dict[str, Any], ...]
+    updated_at: float
+
+    @classmethod
+    def _from_row(cls, row: sqlite3.Row) -> RateSetting:
+        return cls(RateKey(row["watch"], int(row["rule"]), row["camera"], row["auto_spec"]),
+                   None if row["value"] is None else float(row["value"]), tuple(json.loads(row["passing"])),
+                   row["source"], tuple(json.loads(row["history"])), float(row["updated_at"]))
 
 
 class LedgerError(RuntimeError):
@@ -371,6 +417,45 @@ class Ledger:
         """Every recorded noise-model file: ``{relpath: (sha256, bytes)}``."""
         rows = self._db.execute("SELECT relpath, sha256, bytes FROM model_files ORDER BY relpath")
         return {r["relpath"]: (r["sha256"], int(r["bytes"])) for r in rows}
+
+    def rate_setting(self, key: RateKey) -> RateSetting | None:
+        """The stored ε-budgeted setting of ``key`` (None: never searched)."""
+        row = self._db.execute("SELECT * FROM rate_settings WHERE watch = ? AND rule = ? AND camera = ? "
+                               "AND auto_spec = ?", key.as_row()).fetchone()
+        return None if row is None else RateSetting._from_row(row)
+
+    def rate_settings(self) -> list[RateSetting]:
+        """Every stored ε-budgeted setting."""
+        rows = self._db.execute("SELECT * FROM rate_settings ORDER BY watch, rule, camera, auto_spec")
+        return [RateSetting._from_row(r) for r in rows]
+
+    def store_rate_setting(self, key: RateKey, value: float | None, passing: list[float], source: str, *,
+                           replace: bool = False) -> RateSetting:
+        """Store a searched setting (``value`` None: no setting passed) and return what is stored:
+        without ``replace`` a setting stored first by another worker wins."""
+        now = time.time()
+        hist = json.dumps([{"at": now, "value": value, "why": source}])
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        with self._transaction() as db:
+            db.execute(f"{verb} INTO rate_settings (watch, rule, camera, auto_spec, value, passing, source, history, "
+                       "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (*key.as_row(), value, json.dumps(sorted(passing)), source, hist, now))
+        stored = self.rate_setting(key)
+        assert stored is not None
+        return stored
+
+    def step_back_rate(self, key: RateKey, failed: float, new: float | None, why: str) -> bool:
+        """Lower the stored setting from ``failed`` to ``new`` (None: lossless from now on); False
+        when it no longer is ``failed`` (another rejection already stepped it back)."""
+        with self._transaction() as db:
+            row = db.execute("SELECT value, history FROM rate_settings WHERE watch = ? AND rule = ? AND camera = ? "
+                             "AND auto_spec = ?", key.as_row()).fetchone()
+            if row is None or row["value"] is None or float(row["value"]) != float(failed):
+                return False
+            hist = json.loads(row["history"]) + [{"at": time.time(), "value": new, "why": why}]
+            db.execute("UPDATE rate_settings SET value = ?, history = ?, updated_at = ? WHERE watch = ? AND rule = ? "
+                       "AND camera = ? AND auto_spec = ?", (new, json.dumps(hist), time.time(), *key.as_row()))
+        return True
 
     def holder_of(self, archive_path: str) -> int | None:
         """Id of the item whose archive copy is at ``archive_path`` (relative to the archive)."""

@@ -48,10 +48,12 @@ from .archive import (
 )
 from .calibrations import ModelLibrary, select_model
 from rawgate.codecs import get_codec
+from rawgate.codecs.auto import AutoSpec
 from rawgate.codecs.containers import MODELS_DIR
 from rawgate.codecs.models import fresh_model_lookup
 from .config import RawgateConfig, RuleConfig, WatchConfig
-from .ledger import Item, ItemState, Ledger, StaleTransitionError
+from . import rates
+from .ledger import Item, ItemState, Ledger, RateKey, StaleTransitionError
 from .sources import ItemRef, SourceError, UnsafePathError, item_files, open_stack
 
 __all__ = ["Outcome", "Quarantine", "Worker", "advance", "sample_planes", "staging_dir", "LEDGER_NAME"]
@@ -180,17 +182,49 @@ class Worker:
 
 
 # ---------------------------------------------------------------------------------------- steps
-def _rule(watch: WatchConfig, relpath: str, metadata: dict[str, Any]) -> RuleConfig:
-    """The first rule whose glob matches the path (fnmatch: ``*`` crosses folders, so ``**``
-    matches everything) and whose metadata entries equal the item's (top level or Micro-Manager
-    ``Summary``)."""
+def _rule(watch: WatchConfig, relpath: str, metadata: dict[str, Any]) -> tuple[int, RuleConfig]:
+    """The first rule (its index and itself) whose glob matches the path (fnmatch: ``*`` crosses
+    folders, so ``**`` matches everything) and whose metadata entries equal the item's (top level
+    or Micro-Manager ``Summary``)."""
     summary = metadata.get("Summary")
     flat = dict(summary) if isinstance(summary, dict) else {}
     flat.update({k: v for k, v in metadata.items() if not isinstance(v, (dict, list))})
-    for r in watch.rules:
+    for i, r in enumerate(watch.rules):
         if fnmatch.fnmatch(relpath, r.match) and all(str(flat.get(k)) == str(v) for k, v in r.metadata.items()):
-            return r
+            return i, r
     raise Quarantine(f"no rule of {watch.path} matches {relpath}")
+
+
+def _gate_config(g: Any) -> Any:
+    """The spot check's settings; the daemon picks its tiles itself (:func:`_check_regions`)."""
+    from rawgate.gate.check import GateConfig
+    from rawgate.gate.verdict import VerdictPolicy
+
+    return GateConfig(n_replicas=g.replicas, seed=g.seed, tiles=None,
+                      policy=VerdictPolicy(false_reject_rate=g.false_reject_rate))
+
+
+def _auto_setting(w: Worker, item: Item, watch: WatchConfig, rule_index: int, auto: AutoSpec, stack: Any,
+                  model: NoiseModel, out: Outcome) -> tuple[RateKey, float | None]:
+    """The ε-budgeted value of ``auto`` for this watch rule and camera (:mod:`.rates`): stored, or
+    searched now on this item's first plane (the spot check's regions) and stored."""
+    key = RateKey(watch.archive_name, rule_index, model.identity.serial or "unknown", auto.spec)
+
+    def search() -> tuple[float | None, list[float], str]:
+        g = w.cfg.daemon.gate
+        plane = stack.plane(0)
+        regions = _check_regions(plane, plane, model, g, f"{item.relpath}#0")
+        return rates.search_regions([r for r, _, _, _ in regions], [m for _, _, m, _ in regions], auto,
+                                    segmenter=w.segmenter(), gate_config=_gate_config(g))
+
+    setting, searched = rates.setting_for(w.ledger, key, auto, search)
+    if searched:
+        got = "lossless (no setting passes)" if setting.value is None else auto.at(setting.value)
+        sev = "warning" if setting.value is None else "info"
+        out.alert(f"rate:{key.watch}:{key.rule}:{key.camera}:{auto.spec}", sev, f"rate set: {auto.spec} → {got}",
+                  f"Searched on {item.relpath} for watch {key.watch!r} rule {key.rule}, camera {key.camera}: "
+                  f"{setting.source.split(': ', 1)[-1]}.")
+    return key, setting.value
 
 
 
@@ -211,12 +245,14 @@ def _encode(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
     ref = ItemRef(item.relpath, item.kind)
     with open_stack(Path(item.root), ref) as stack:
         h, wd = stack.shape[-2:]
-        rule = _rule(watch, item.relpath, stack.metadata)
+        rule_index, rule = _rule(watch, item.relpath, stack.metadata)
         spec = rule.codec or cfg.compression.codec
-        codec = get_codec(spec)
+        auto = AutoSpec.parse(spec)
+        codec = get_codec(auto.at(auto.lowest) if auto else spec)
         model = None
         note = None
         model_path = None
+        rate: dict[str, Any] = {}
         # a lossy copy needs the camera's calibration: noisecal codes with it, and the ε check
         # draws its replicas from it (for every lossy codec)
         if not codec.lossless and (codec.needs_noise_model or cfg.daemon.gate.enabled):
@@ -238,10 +274,22 @@ def _encode(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
                     sel.model.check_frame(stack.plane(0))
                 except ModelMismatchError as e:
                     raise Quarantine(str(e)) from None
+                if auto is not None:
+                    key, value = _auto_setting(w, item, watch, rule_index, auto, stack, sel.model, out)
+                    if value is None:
+                        spec = cfg.compression.fallback_codec
+                        note = (f"{auto.spec}: no setting passes the ε gate for camera {key.camera} "
+                                f"(watch {key.watch!r} rule {key.rule}); run `rawgate evaluate --store` to search again")
+                    else:
+                        spec = auto.at(value)
+                        rate = {"auto": auto.spec, "rate_key": list(key.as_row()), "value": value}
+                    codec = get_codec(spec)
                 if codec.needs_noise_model:
                     model = sel.model
+        elif auto is not None:  # no calibration to search or check with
+            spec = cfg.compression.fallback_codec
         copy = write_copy(stack, w.staged(item), spec, noise_model=model, models_dir=models_dir(cfg))
-    detail = {"model": model_path, "staged": str(copy.path)}
+    detail = {"model": model_path, "staged": str(copy.path), **rate}
     if copy.model_file is not None:
         rel = copy.model_file.relative_to(cfg.daemon.archive_dir).as_posix()
         w.ledger.record_model_file(rel, copy.model_file_sha256 or "", copy.model_file.stat().st_size)
@@ -305,8 +353,7 @@ def _check_regions(raw: np.ndarray, decoded: np.ndarray, model: NoiseModel, g: A
 
 def _check(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
     from rawgate.codecs.containers import read_ome_tiff_planes
-    from rawgate.gate.check import GateConfig, spot_check
-    from rawgate.gate.verdict import VerdictPolicy
+    from rawgate.gate.check import spot_check
 
     g = w.cfg.daemon.gate
     codec = get_codec(item.codec)
@@ -325,8 +372,7 @@ def _check(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
         # the daemon picks the seeded tiles itself and hands the check only those pixels (with the
         # matching slice of the noise model): drawing replicas of a whole 2048² frame to use one
         # 512² tile of them took 2.3 s of a 4 s check
-        gcfg = GateConfig(n_replicas=g.replicas, seed=g.seed, tiles=None,
-                          policy=VerdictPolicy(false_reject_rate=g.false_reject_rate))
+        gcfg = _gate_config(g)
         ref = ItemRef(item.relpath, item.kind)
         reports = []
         failing: list[str] = []
@@ -369,11 +415,30 @@ def _decide(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
     """checked → approved | rejected, from the verdict recorded with the check (its own step, so a
     crash between the two moves resumes here)."""
     if item.verdict == "rejected":
+        _step_back_rate(w, item, out)
         w.ledger.transition(item.id, S.CHECKED, S.REJECTED)
         out.alert(f"rejected:{item.root}/{item.relpath}", "warning", f"rejected: {item.relpath}",
                   f"{item.note}. Archived with the lossless fallback; raw data kept.")
     else:
         w.ledger.transition(item.id, S.CHECKED, S.APPROVED)
+
+
+def _step_back_rate(w: Worker, item: Item, out: Outcome) -> None:
+    """A rejected copy coded at an ε-budgeted setting lowers that setting (once) and alerts."""
+    enc = w.ledger.last_detail(item.id, S.ENCODED)
+    if "auto" not in enc:
+        return
+    auto = AutoSpec.parse(enc["auto"])
+    if auto is None:
+        return
+    key, failed = RateKey(*enc["rate_key"]), float(enc["value"])
+    stepped, new = rates.step_back(w.ledger, key, auto, failed, f"{item.relpath}: {item.note}")
+    if stepped:
+        now = "lossless (no smaller setting left)" if new is None else auto.at(new)
+        out.alert(f"rate:{key.watch}:{key.rule}:{key.camera}:{auto.spec}", "critical" if new is None else "warning",
+                  f"rate stepped back: {auto.at(failed)} → {now}",
+                  f"The spot check rejected {item.relpath} ({item.note}); watch {key.watch!r} rule {key.rule}, "
+                  f"camera {key.camera} now codes with {now}.")
 
 
 def _place(w: Worker, item: Item, staged: Path, final: Path, sha: str) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 
 from rawgate.calibration.model import NoiseModel
 from rawgate.codecs import get_codec
+from rawgate.codecs.auto import SEARCHABLE, AutoSpec
 from rawgate.codecs.lossless import RatioNotReachedWarning
 from rawgate.codecs.quality import quality_report, sigma_from_model_adu
 
@@ -48,55 +49,6 @@ P_THRESHOLD = 0.05
 #: per-object parameters the study tested (Table S6): size, eccentricity, circularity, perimeter
 _S6_2D = ("Area", "Eccentricity", "Circ", "Perim")
 _S6_3D = ("Volume", "SurfaceArea")
-
-#: what ``option=auto`` searches per codec: (option, lowest, highest); a larger value compresses
-#: more. ``step`` is noisecal's quantisation step in noise σ; ``ratio`` the target ratio.
-SEARCHABLE: dict[str, tuple[str, float, float]] = {
-    "noisecal": ("step", 0.5, 16.0),
-    "jpeg": ("ratio", 2.0, 200.0),
-    "jpeg2k": ("ratio", 2.0, 200.0),
-    "jpegxr": ("ratio", 2.0, 200.0),
-    "jpegxl": ("ratio", 2.0, 200.0),
-    "lerc": ("ratio", 2.0, 200.0),
-}
-
-
-@dataclass(frozen=True)
-class AutoSpec:
-    """A spec with one option left to the search: ``noisecal:step=auto``, ``jpeg:ratio=auto``."""
-
-    codec: str
-    option: str
-    others: tuple[str, ...]  # the other ``key=value`` options, as written
-
-    @property
-    def spec(self) -> str:
-        return f"{self.codec}:" + ",".join((f"{self.option}=auto", *self.others))
-
-    def at(self, value: float) -> str:
-        """The concrete spec with the searched option set to ``value``."""
-        return f"{self.codec}:" + ",".join((f"{self.option}={value:g}", *self.others))
-
-    @classmethod
-    def parse(cls, spec: str) -> "AutoSpec | None":
-        """The auto spec, or None when ``spec`` has no ``=auto`` option; ValueError when the
-        codec or option cannot be searched, or the other options are invalid."""
-        name, _, rest = spec.strip().partition(":")
-        items = [p.strip() for p in rest.split(",") if p.strip()]
-        autos = [p for p in items if p.replace(" ", "").endswith("=auto")]
-        if not autos:
-            return None
-        name = name.strip().lower()
-        if name not in SEARCHABLE:
-            raise ValueError(f"{spec!r}: `auto` is searched for {', '.join(f'{c}:{o}' for c, (o, _, _) in SEARCHABLE.items())}"
-                             f", not for {name}")
-        option = autos[0].split("=", 1)[0].strip()
-        if len(autos) > 1 or option != SEARCHABLE[name][0]:
-            raise ValueError(f"{spec!r}: only {SEARCHABLE[name][0]}=auto can be searched for {name}")
-        a = cls(name, option, tuple(p for p in items if p not in autos))
-        get_codec(a.at(SEARCHABLE[name][1]))  # the other options, checked by the registry
-        return a
-
 
 @dataclass
 class CodecResult:
@@ -239,13 +191,14 @@ def _finite(v: Any) -> float | None:
 
 
 def score_codec(ref: Reference, spec: str, *, name: str, sigma: np.ndarray | None = None,
-                raw_labels: np.ndarray | None = None) -> CodecResult:
+                raw_labels: np.ndarray | None = None, dither_seed: int | None = None) -> CodecResult:
     """Code the reference's raw frame with ``spec``, decode it, and measure it against the
     reference: the quality figures and ε with the verdict (``error`` set if the codec fails).
 
     A codec with a random dither (noisecal's ``seed``) that the spec leaves open gets the
     reference's seed, so a result — and the edge a search finds — is reproducible; the row keeps
-    the spec without it (the daemon draws a fresh seed per stream). With a segmenter, the
+    the spec without it (the daemon draws a fresh seed per stream; ``dither_seed`` overrides
+    the reference's, to score other draws of the dither). With a segmenter, the
     study's downstream checks (:func:`downstream`) are added against ``raw_labels`` (the raw
     frame's segmentation; computed here when not given)."""
     raw, model = ref.raw, ref.model
@@ -256,7 +209,8 @@ def score_codec(ref: Reference, spec: str, *, name: str, sigma: np.ndarray | Non
                     original_nbytes=int(raw.nbytes))
     try:
         # the model's maps are stored once per archive, not in every stream: count the data only
-        fixed = {"seed": int(ref.config.seed)} if getattr(base, "seed", 0) is None else {}
+        seed = int(ref.config.seed if dither_seed is None else dither_seed)
+        fixed = {"seed": seed} if getattr(base, "seed", 0) is None else {}
         codec = (get_codec(spec, noise_model=model, embed_model=False, **fixed) if base.needs_noise_model
                  else get_codec(spec, **fixed) if fixed else base)
         t = time.perf_counter()
@@ -366,10 +320,14 @@ class SearchResult:
     failing: list[str]
     tried: list[tuple[float, bool, float | None]]
     results: list[CodecResult]  # the best setting's rows, one per frame
+    #: the operating point ``margin`` below the edge that passed too (None: none did); equals
+    #: ``best`` without a margin
+    safe: float | None = None
 
 
 def search_setting(refs: Sequence[tuple[str, Reference]], auto: AutoSpec, *, iterations: int = 6,
-                   progress: Callable[[str], None] | None = None) -> SearchResult:
+                   progress: Callable[[str], None] | None = None, dithers: int = 1,
+                   margin: float = 0.0) -> SearchResult:
     """Find the most compressive setting of ``auto`` that passes the ε gate on every frame.
 
     A geometric bisection between the bounds of :data:`SEARCHABLE` (a larger step or ratio
@@ -378,6 +336,13 @@ def search_setting(refs: Sequence[tuple[str, Reference]], auto: AutoSpec, *, ite
     answer within a factor ``(hi/lo)**(1/2**iterations)`` of the passing edge (5 % for
     noisecal's 0.5–16 in 6 steps). Every setting is scored against the frames' prepared
     references: the replicas are drawn and segmented once for the whole search.
+
+    ``dithers`` > 1 scores a setting with that many draws of a random dither (noisecal's seed)
+    and passes it only when every draw passes: near the edge the verdict depends on the draw
+    (measured on a 64² frame: noisecal step 4.6 passed 35 of 40 draws, 4.86 11 of 40).
+    ``margin`` > 0 then looks for an operating point below the edge that spot checks of other
+    frames will not reject at once: ``best × (1 − margin)``, lowered by the same factor until it
+    passes too (``safe``; 3.5–4.36 passed 40 of 40 draws in the measurement above).
     """
     _, lo, hi = SEARCHABLE[auto.codec]
     tried: list[tuple[float, bool, float | None]] = []
@@ -394,6 +359,14 @@ def search_setting(refs: Sequence[tuple[str, Reference]], auto: AutoSpec, *, ite
             rows[v] = [score_codec(ref, auto.at(v), name=name, raw_labels=lab, sigma=sig)
                        for (name, ref), lab, sig in zip(refs, labels, sigmas)]
             ok = all(r.passed for r in rows[v])
+            for d in range(1, dithers if ok else 0):  # the other draws, only while all pass
+                more = [score_codec(ref, auto.at(v), name=name, raw_labels=lab, sigma=sig,
+                                    dither_seed=int(ref.config.seed) + d)
+                        for (name, ref), lab, sig in zip(refs, labels, sigmas)]
+                if not all(r.passed for r in more):
+                    rows[v] = [m if not m.passed else r for r, m in zip(rows[v], more)]
+                    ok = False
+                    break
             ratios = [r.compression_ratio for r in rows[v] if r.compression_ratio]
             tried.append((v, ok, float(np.mean(ratios)) if ratios else None))
         return all(r.passed for r in rows[v])
@@ -402,6 +375,7 @@ def search_setting(refs: Sequence[tuple[str, Reference]], auto: AutoSpec, *, ite
         return float(f"{v:.3g}")
 
     a, b = rounded(lo), rounded(hi)
+    a_lowest = a
     if not run(a):
         best, fail = None, a
     elif run(b):
@@ -416,10 +390,19 @@ def search_setting(refs: Sequence[tuple[str, Reference]], auto: AutoSpec, *, ite
             else:
                 b = mid
         best, fail = a, b
+    safe = best
+    if margin > 0 and best is not None:
+        safe = None
+        v = rounded(best * (1 - margin))
+        while v >= a_lowest:
+            if run(v):
+                safe = v
+                break
+            v = rounded(v * (1 - margin))
     failing = sorted({f for r in rows.get(fail, []) for f in r.failing}) if fail is not None else []
     return SearchResult(auto=auto.spec, option=auto.option, best=best,
                         best_spec=None if best is None else auto.at(best), first_failing=fail, failing=failing,
-                        tried=sorted(tried), results=rows.get(best, []) if best is not None else [])
+                        tried=sorted(tried), results=rows.get(best, []) if best is not None else [], safe=safe)
 
 
 @dataclass
