@@ -8,6 +8,9 @@ STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 # the learned-codec extra (torch ≈ 5.5 GB, about a minute from local disk): tests need it, the demo not
 LEARNED := $(VENV)/.learned-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 TORCH  := torch==2.14.1 torchvision==0.29.1
+# Debian's chromium: the tests open the HTML reports in it, headless (root, or sudo)
+CHROMIUM := /usr/bin/chromium
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test bench bench-codecs bench-gate bench-daemon bench-archive bench-evaluate install install-learned clean
 
@@ -25,6 +28,10 @@ $(LEARNED): $(STAMP)
 	rm -f $(VENV)/.learned-*
 	touch $@
 
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+
 install: $(STAMP)
 
 install-learned: $(LEARNED)
@@ -32,7 +39,7 @@ install-learned: $(LEARNED)
 demo: $(STAMP)
 	$(VENV)/bin/rawgate demo --out demo-output
 
-test: $(STAMP) $(LEARNED)
+test: $(STAMP) $(LEARNED) $(CHROMIUM)
 	$(PY) -m pytest -q
 
 bench: bench-codecs bench-gate bench-daemon bench-archive bench-evaluate

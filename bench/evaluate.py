@@ -24,12 +24,12 @@ import numpy as np
 from rawgate.calibration import scenes
 from rawgate.calibration.simulation import make_sensor_truth, truth_noise_model
 from rawgate.gate.check import GateConfig, prepare_reference
+from rawgate.gate.evaluate import JETRAW_PUBLISHED_RATIO as JETRAW
 from rawgate.gate.evaluate import AutoSpec, evaluate_frame, recommend, search_setting
 from rawgate.gate.segmenter import train_pixel_classifier
 
 FIXED = ["eightbit", "jpeg:ratio=10", "jpeg2k:ratio=10", "noisecal:step=2"]
 AUTO = ["noisecal:step=auto", "jpeg:ratio=auto"]
-JETRAW = 5.5
 
 
 def _segmenter(make):

@@ -10,7 +10,12 @@ Exit 0 when the evaluation ran (whatever the verdicts), 2 on bad input.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -39,6 +44,11 @@ def evaluate(
     false_reject_rate: Annotated[float, typer.Option(help="α: chance a raw-equivalent input fails")] = 0.002,
     out: Annotated[Path, typer.Option(help="folder for evaluation.json")] = Path("evaluation"),
     json_out: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
+    html: Annotated[bool, typer.Option("--html/--no-html", help="write DIR/report.html with plots")] = True,
+    jobs: Annotated[Optional[int], typer.Option(min=1, help="codecs scored at once (default: the cores)")] = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="keep each result in DIR/cache and re-use "
+                                         "it: an interrupted run goes on where it stopped")] = True,
+    fresh: Annotated[bool, typer.Option("--fresh", help="empty DIR/cache first")] = False,
     store: Annotated[Optional[str], typer.Option(help="WATCH[:RULE]: store each `auto` search's setting for this "
                                                  "watched folder's rule (default rule 0) and the calibration's "
                                                  "camera, in the ledger of --config; the daemon codes with it")] = None,
@@ -48,8 +58,8 @@ def evaluate(
     Pearson, bias) beside ε and the verdict; exit 0 when it ran, 2 on bad input."""
     from rawgate.calibration.model import NoiseModel
     from rawgate.gate.check import GateConfig, prepare_reference
-    from rawgate.gate.evaluate import (DEFAULT_CODECS, AutoSpec, Evaluation, evaluate_frame, parse_codec_list,
-                                       recommend, search_setting)
+    from rawgate.gate.evaluate import (DEFAULT_CODECS, AutoSpec, Evaluation, FrameScorer, evaluate_frame,
+                                       parse_codec_list, recommend, search_setting)
     from rawgate.gate.verdict import VerdictPolicy
 
     from .cli_codecs import read_image
@@ -77,30 +87,41 @@ def evaluate(
                 _fail(f"{path}: raw camera data is integer ADU, got {arr.dtype}")
             selected.append((path, arr, what))
         cfg = GateConfig(n_replicas=replicas, seed=seed, policy=VerdictPolicy(false_reject_rate=false_reject_rate))
-        infos, results, refs = [], [], []
-        for path, arr, what in selected:
-            m, estimated = model, False
-            if m is None:
-                from rawgate.calibration.estimate import estimate_noise_model
+        store = None if not resume else JsonResultStore(out / "cache")
+        if store is not None and fresh:
+            store.clear()
+        jobs = jobs or os.cpu_count() or 1
+        infos, results, scorers = [], [], []
+        with _progress(json_out) as bar, _kept_on_interrupt(store):
+            task = bar.add_task("frames", total=len(selected) * (1 + len(fixed)))
+            for path, arr, what in selected:
+                m, estimated = model, False
+                if m is None:
+                    from rawgate.calibration.estimate import estimate_noise_model
 
-                m, estimated = estimate_noise_model(arr), True
-            with console.status(f"{path.name}: replicas and reference…") as st:
+                    m, estimated = estimate_noise_model(arr), True
+                bar.update(task, description=f"{path.name}: replicas and reference")
                 ref = prepare_reference(arr, m, seg, cfg)  # one reference per frame, for every codec
+                bar.advance(task)
+                key = _frame_key(arr, m, cfg, segmenter)
                 info, res = evaluate_frame(arr, m, fixed, name=path.name, segmenter=seg, config=cfg,
-                                           estimated=estimated, reference=ref,
-                                           progress=lambda spec, p=path: st.update(f"{p.name}: {spec}…"))
-            infos.append(info)
-            results += res
-            refs.append((path.name, ref))
-        searches = []
-        for a in autos:
-            # a setting stored for the daemon is searched as the daemon searches: several dither
-            # draws, and an operating point below the edge (rawgate.daemon.rates)
-            from . import rates
+                                           estimated=estimated, reference=ref, jobs=jobs, store=store, key=key,
+                                           progress=lambda spec, p=path: bar.update(
+                                               task, advance=1, description=f"{p.name}: {spec}"))
+                infos.append(info)
+                results += res
+                scorers.append(FrameScorer(path.name, ref, key=key, store=store))
+            searches = []
+            for a in autos:
+                # a setting stored for the daemon is searched as the daemon searches: several dither
+                # draws, and an operating point below the edge (rawgate.daemon.rates)
+                from . import rates
 
-            kw = {} if target is None else {"dithers": rates.DITHERS, "margin": rates.MARGIN}
-            with console.status(f"searching {a.spec}…") as st:
-                searches.append(search_setting(refs, a, progress=lambda spec: st.update(f"searching: {spec}…"), **kw))
+                kw = {} if target is None else {"dithers": rates.DITHERS, "margin": rates.MARGIN}
+                st = bar.add_task(f"searching {a.spec}", total=None)
+                searches.append(search_setting(scorers, a, jobs=jobs, **kw, progress=lambda spec, t=st: bar.update(
+                    t, advance=1, description=f"searching: {spec}")))
+                bar.update(st, total=bar.tasks[st].completed)
         ev = Evaluation(frames=infos, results=results,
                         settings={"codecs": specs, "replicas": replicas, "seed": seed,
                                   "false_reject_rate": false_reject_rate,
@@ -110,6 +131,11 @@ def evaluate(
         out.mkdir(parents=True, exist_ok=True)
         (out / "evaluation.json").write_text(json.dumps(ev.to_dict(), indent=1, default=float))
         _write_csv(ev, out / "evaluation.csv")
+        if html:
+            from rawgate.gate.evaluate_report import write_evaluation_report
+
+            with console.status("writing the HTML report…"):
+                report = write_evaluation_report(ev, out)
         stored = _store(target, searches, len(selected)) if target is not None else []
     if json_out:
         print(json.dumps(ev.to_dict(), default=float))
@@ -118,7 +144,11 @@ def evaluate(
     _print_search(ev)
     for line in stored:
         console.print(line, highlight=False)
-    console.print(f"results: {out / 'evaluation.json'}", highlight=False)
+    if store is not None and store.hits:
+        console.print(f"re-used {store.hits} stored result(s) from {store.folder} (--fresh scores everything again)",
+                      highlight=False)
+    console.print(f"results: {out / 'evaluation.json'}, {out / 'evaluation.csv'}"
+                  + (f"; report: {report}" if html else ""), highlight=False)
 
 
 def _store_target(store: str, config: Path | None, autos: list, model) -> tuple:
@@ -170,6 +200,85 @@ def _store(target: tuple, searches: list, n_frames: int) -> list[str]:
         led.store_rate_setting(key, s.safe, passing, why, replace=True)
     got = "lossless (no setting passes)" if s.safe is None else f"{spec.split(':')[0]}:{s.option}={s.safe:g}"
     return [f"stored for watch {watch!r} rule {rule}, camera {camera}: {spec} → {got} (ledger {path})"]
+
+
+class JsonResultStore:
+    """One JSON file per frame × codec × setting in ``folder`` (named by the SHA-256 of the key),
+    written atomically: what an interrupted ``rawgate evaluate`` re-uses."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.hits = 0
+
+    def _path(self, key: str) -> Path:
+        return self.folder / (hashlib.sha256(key.encode()).hexdigest() + ".json")
+
+    def get(self, key: str):
+        from rawgate.gate.evaluate import CodecResult
+
+        p = self._path(key)
+        try:
+            d = json.loads(p.read_text())
+            if d.get("key") != key:
+                return None
+            r = CodecResult(**d["result"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return None  # absent, or written by another version: score it again
+        self.hits += 1
+        return r
+
+    def put(self, key: str, result) -> None:
+        from dataclasses import asdict
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        p = self._path(key)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}.partial")
+        tmp.write_text(json.dumps({"key": key, "result": asdict(result)}, default=float))
+        os.replace(tmp, p)
+
+    def clear(self) -> None:
+        for p in self.folder.glob("*.json"):
+            p.unlink()
+
+
+def _frame_key(arr: np.ndarray, model, cfg, segmenter: str | None) -> str:
+    """What a stored result depends on: the pixels, the noise model, the gate's settings, the
+    segmenter (its file's SHA-256) and this rawgate's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("rawgate")
+    except PackageNotFoundError:
+        ver = "?"
+    seg = segmenter or ""
+    if seg and Path(seg).is_file():
+        seg = hashlib.sha256(Path(seg).read_bytes()).hexdigest()
+    pixels = hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+    return "|".join([ver, pixels, str(arr.shape), arr.dtype.name, model.sha256, str(cfg.n_replicas), str(cfg.seed),
+                     repr(cfg.policy.false_reject_rate), seg])
+
+
+@contextmanager
+def _kept_on_interrupt(store: "JsonResultStore | None") -> Iterator[None]:
+    """Ctrl-C: say what was kept and how to go on (exit 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        from ._cli_common import err
+
+        kept = "" if store is None else f"; the results so far are kept in {store.folder}"
+        err.print(f"[yellow]interrupted{kept}: run the same command again to go on[/]", highlight=False)
+        raise typer.Exit(130) from None
+
+
+def _progress(quiet: bool):
+    """A progress bar with ETA on the console (on stderr; none with --json)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from ._cli_common import err
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=err, disable=quiet, transient=False)
 
 
 def _read_frames(path: Path, read_image):
@@ -253,12 +362,9 @@ def _print_tables(ev) -> None:
                       f"({f.model_sha256[:12]}…), {objs}", highlight=False)
 
 
-#: Jetraw's published compression ratio for its noise-aware lossy mode (its documentation's
-#: "≈ 5.5:1 on average"), printed beside the recommendation for scale; not measured here
-JETRAW_PUBLISHED_RATIO = 5.5
-
-
 def _print_search(ev) -> None:
+    from rawgate.gate.evaluate import JETRAW_PUBLISHED_RATIO
+
     if ev.searches:
         t = Table(title="ε-budgeted search: the most compressive setting that passes on every frame")
         for c in ("search", "passes up to", "ratio", "fails at", "failing statistics", "settings tried"):

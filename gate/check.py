@@ -11,6 +11,7 @@ proportionally cheaper at the price of fewer objects.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -182,6 +183,8 @@ class Reference:
     timings_s: dict[str, float]
     noise: dict[str, float] = field(default_factory=dict)
     _filter_null: FilterNull | None = field(default=None, repr=False)
+    # several threads may check copies against one reference (``rawgate evaluate --jobs``)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def _analyse(self, img: np.ndarray) -> tuple[list[Measurements], list[np.ndarray], float, float, float, float]:
         meas, resp, power = [], [], []
@@ -246,11 +249,12 @@ class Reference:
             stats += o
         else:
             notes.append("no segmenter: only the model-free filter ε is computed and judged")
-        if self._filter_null is None:  # the same for every decoded copy: computed once
-            self._filter_null = filter_null(
-                np.concatenate(self.responses["raw"], axis=1),
-                np.stack([np.concatenate(self.responses[f"replica {j}"], axis=1) for j in range(n)]),
-            )
+        with self._lock:
+            if self._filter_null is None:  # the same for every decoded copy: computed once
+                self._filter_null = filter_null(
+                    np.concatenate(self.responses["raw"], axis=1),
+                    np.stack([np.concatenate(self.responses[f"replica {j}"], axis=1) for j in range(n)]),
+                )
         stats += filter_epsilon(self._filter_null, None, np.concatenate(resp_c, axis=1), self.filter_names)
         stats.append(noise_epsilon(self.noise["raw"], np.array([self.noise[f"replica {j}"] for j in range(n)]), power_c))
         verdict = judge(stats, cfg.policy)

@@ -230,3 +230,100 @@ def test_the_default_codec_set():
     for base in ("jpeg", "jpeg2k", "jpegxr", "lerc"):
         assert f"{base}:ratio=10" in specs and f"{base}:ratio=100" in specs
     assert "eightbit" in specs and sum(s.startswith("noisecal:step=") for s in specs) == 3
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's chromium, installed by `make test`
+
+
+def test_html_report_opens_in_headless_chromium_with_every_plot(world, tmp_path):
+    """The HTML report (issue 28, slice 6): opened in real headless Chromium, no console errors,
+    the tables and the recommendation on the page, every plot image loaded; a screenshot."""
+    from playwright.sync_api import sync_playwright
+
+    d = world["dir"]
+    out = tmp_path / "ev"
+    r = CliRunner().invoke(app, ["evaluate", str(d / "a.tif"), "--calibration", str(world["cal"]), "--segmenter",
+                                 str(world["seg_path"]), "--replicas", "5", "--out", str(out), "--codecs",
+                                 "zstd noisecal:step=2 jpeg:ratio=100 noisecal:step=auto"], env={"COLUMNS": "160"})
+    assert r.exit_code == 0, r.output
+    page_file = out / "report.html"
+    assert f"report: {page_file}" in " ".join(r.output.split())
+    plots = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert plots == ["epsilon.png", "pareto.png", "ratio_psnr.png"]
+    ev = json.loads((out / "evaluation.json").read_text())
+    rec = ev["recommendation"]["spec"]
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            problems: list[str] = []
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("requestfailed", lambda q: problems.append(f"failed: {q.url}"))
+            page.goto(page_file.as_uri(), wait_until="load")
+            shot = page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+            images = page.eval_on_selector_all(
+                "img", "imgs => imgs.map(i => [i.getAttribute('src'), i.complete, i.naturalWidth, i.naturalHeight])")
+            heads = page.eval_on_selector_all("h2", "hs => hs.map(h => h.textContent.trim())")
+            rows = page.eval_on_selector_all("table.eps tr", "rs => rs.length")
+            box = page.inner_text(".box")
+        finally:
+            browser.close()
+    assert problems == []
+    assert sorted(src for src, *_ in images) == [f"plots/{p}" for p in plots]
+    assert all(ok and w > 100 and h > 100 for _, ok, w, h in images), images
+    for h in ("Recommendation", "Plots", "ε-budgeted search", "Compression (Table S1)", "Fidelity (Table S2)",
+              "ε against the camera noise", "The study's downstream checks (Tables S5, S6)"):
+        assert h in heads, heads
+    assert rows == 1 + 3  # header + the three fixed codecs on one frame
+    assert rec in box and "compression:" in box
+    # the screenshot is a rendered page, not a blank one
+    import io
+
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(shot)).convert("L"))
+    assert img.shape[1] == 1200 and img.shape[0] > 1500 and img.std() > 10
+
+
+def test_parallel_scoring_matches_serial_and_an_interrupted_run_resumes(world, tmp_path):
+    """Slice 5: `--jobs 2` scores codecs on two threads with the same figures as one; Ctrl-C
+    (a real SIGINT to a real `rawgate evaluate`) keeps the finished results and the same command
+    goes on from them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d = world["dir"]
+    codecs = "zstd noisecal:step=2 noisecal:step=4 jpeg:ratio=10 jpeg2k:ratio=10 eightbit"
+    base = ["evaluate", str(d / "a.tif"), "--calibration", str(world["cal"]), "--replicas", "5", "--no-html",
+            "--codecs", codecs]
+    runs = {}
+    for jobs in ("1", "2"):
+        r = CliRunner().invoke(app, [*base, "--jobs", jobs, "--no-resume", "--out", str(tmp_path / jobs)])
+        assert r.exit_code == 0, r.output
+        runs[jobs] = json.loads((tmp_path / jobs / "evaluation.json").read_text())["results"]
+        assert not (tmp_path / jobs / "cache").exists()
+    keys = ("spec", "compressed_nbytes", "psnr_db", "worst_abs_epsilon", "limit_fraction", "passed", "epsilons")
+    assert [{k: x[k] for k in keys} for x in runs["1"]] == [{k: x[k] for k in keys} for x in runs["2"]]
+
+    out = tmp_path / "resumed"
+    cmd = [sys.executable, "-m", "rawgate.daemon.cli", *base, "--jobs", "1", "--out", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list((out / "cache").glob("*.json"))) < 2:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    _, err_text = p.communicate(timeout=120)
+    kept = len(list((out / "cache").glob("*.json")))
+    assert p.returncode == 130, err_text
+    assert "interrupted" in err_text and "run the same command again" in err_text
+    assert 2 <= kept < 6 and not (out / "evaluation.json").exists()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr
+    assert f"re-used {kept} stored result(s)" in r.stdout
+    resumed = json.loads((out / "evaluation.json").read_text())["results"]
+    assert [{k: x[k] for k in keys} for x in resumed] == [{k: x[k] for k in keys} for x in runs["1"]]
