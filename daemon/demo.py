@@ -175,6 +175,9 @@ def run_daemon_demo(out: Path, model_dir: Path, *, seed: int, shape: tuple[int, 
         core.setFocusDevice("Focus")
         core.setProperty("Camera", "Sample", "dense cells")
         core.setProperty("LED", "Intensity", 10.0)
+        # the lamp stays on for the whole demo: UniMMCore's snap does not open a Python shutter
+        # device by itself (auto-shutter or not), and frames taken dark hold no cells to judge
+        core.setShutterOpen("LED", True)
         core.setExposure(10.0)
         segmenter = _train_segmenter(inst, out)
         cfg = demo_daemon_config(out, model_dir, segmenter)

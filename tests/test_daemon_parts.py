@@ -140,6 +140,23 @@ def test_demo_story_on_the_simulated_microscope(tmp_path):
     raw = tifffile.imread(tmp_path / "d/acquisition/lossy-trial/cells_t3_z3.ome.tif")
     np.testing.assert_array_equal(lossless.reshape(raw.shape), raw)
 
+    # the demo judges cells (issue 32): its segmenter separates ≥ 80 % of the scene's cells on an
+    # acquired frame, and both ε reports judge per-object statistics
+    from rawgate.calibration.scenes import dense_cells
+    from rawgate.gate.matching import instance_metrics
+    from rawgate.gate.segmenter import load_segmenter
+
+    seg = load_segmenter(tmp_path / "d" / "cells-segmenter.skops")
+    cells = dense_cells((256, 256), seed=0).labels
+    m = instance_metrics(cells, seg(raw.reshape(-1, 256, 256)[0]))
+    assert m["tp"] >= 0.8 * m["n_true"] and m["n_true"] >= 8, m
+    for r, scored in ((ok, 0.8 * m["n_true"]), (trial, 2)):  # (JPEG loses some cells' match)
+        rep = json.loads((Path(r.report).parent / "epsilon.json").read_text())
+        judged = [s for s in rep["statistics"] if s["family"] == "object" and s["judged"]]
+        assert rep["matching"]["n_objects_scored"] >= scored and judged, (r.relpath, rep["matching"], rep["notes"])
+    trial_rep = json.loads((Path(trial.report).parent / "epsilon.json").read_text())
+    assert not trial_rep["verdict"]["passed"] and trial_rep["verdict"]["failed"]
+
     # `rawgate archive verify` on the demo's archive: ok; after a byte flip it names the file
     import subprocess
     import sys
