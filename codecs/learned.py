@@ -42,6 +42,7 @@ import numpy as np
 
 from ._stream import CorruptStreamError
 from .base import Codec, CodecError, register_codec
+from .learned3d import ARCH_3D, PAD_3D, build_factorized3d
 
 __all__ = ["ARCHITECTURES", "Learned", "LearnedUnavailableError", "WeightsNotFoundError", "build_model",
            "load_checkpoint", "save_checkpoint", "weights_dirs"]
@@ -54,6 +55,8 @@ ARCHITECTURES: dict[str, tuple[str, tuple[str, ...]]] = {
     "mbt2018": ("JointAutoregressiveHierarchicalPriors", ("N", "M")),
     "cheng2020-anchor": ("Cheng2020Anchor", ("N",)),
     "cheng2020-attn": ("Cheng2020Attention", ("N",)),
+    # Table S3's 3-D variant: trained here on stacks (rawgate.codecs.learned3d), no zoo weights
+    "factorized3d": ("FactorizedPrior3D", ("N", "M")),
 }
 METRICS = ("mse", "ms-ssim")
 MAPPINGS = ("study", "range")
@@ -119,6 +122,26 @@ def zoo_file_name(arch: str, metric: str, quality: int) -> str | None:
         return None
 
 
+def _find_checkpoint(dirs: list[Path], arch: str, metric: str, quality: int) -> Path | None:
+    """The first rawgate checkpoint (``*.pt``, ``*.pth``, ``*.pth.tar``, by name) in ``dirs``
+    trained as ``arch`` / ``metric`` / ``quality`` (read with ``weights_only``: no code runs)."""
+    torch = _torch()
+    for d in dirs:
+        if not d.is_dir():
+            continue
+        for p in sorted(d.iterdir()):
+            if not p.is_file() or not p.name.endswith((".pt", ".pth", ".pth.tar")):
+                continue
+            try:
+                obj = torch.load(p, map_location="cpu", weights_only=True)
+            except Exception:  # noqa: BLE001 - not ours, or damaged: look further
+                continue
+            if (isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT and obj.get("arch") == arch
+                    and obj.get("metric") == metric and int(obj.get("quality", -1)) == int(quality)):
+                return p
+    return None
+
+
 def build_model(arch: str, sizes: dict[str, int]):
     """An untrained CompressAI model of ``arch`` with constructor sizes ``sizes`` (``N``, ``M``)."""
     _torch()
@@ -130,6 +153,8 @@ def build_model(arch: str, sizes: dict[str, int]):
     missing = [a for a in args if a not in sizes]
     if missing:
         raise CodecError(f"learned: {arch} needs {', '.join(missing)}")
+    if arch == ARCH_3D:
+        return build_factorized3d(**{a: int(sizes[a]) for a in args})
     return getattr(cm, cls_name)(**{a: int(sizes[a]) for a in args})
 
 
@@ -200,6 +225,7 @@ class Learned(Codec):
                    "RAWGATE_WEIGHTS_PATH and $TORCH_HOME/hub/checkpoints",
         "mapping": "study (x/65535, the paper's) or range (the plane's own min–max, recorded)",
         "tile": "tile size in pixels (a multiple of 64; bounds memory for large frames)",
+        "zchunk": f"{ARCH_3D}: planes coded as one volume (a multiple of {PAD_3D[0]})",
     }
     arch: str = "bmshj2018-factorized"
     quality: int = 1
@@ -207,6 +233,7 @@ class Learned(Codec):
     weights: str | None = dataclasses.field(default=None, metadata={"spec": True})
     mapping: str = "study"
     tile: int = 512
+    zchunk: int = 16
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -217,6 +244,8 @@ class Learned(Codec):
             raise CodecError(f"learned: mapping must be one of {MAPPINGS}, got {self.mapping!r}")
         if self.tile < PAD_MULTIPLE or self.tile % PAD_MULTIPLE:
             raise CodecError(f"learned: tile must be a positive multiple of {PAD_MULTIPLE}, got {self.tile}")
+        if self.zchunk < PAD_3D[0] or self.zchunk % PAD_3D[0]:
+            raise CodecError(f"learned: zchunk must be a positive multiple of {PAD_3D[0]}, got {self.zchunk}")
 
     def get_config(self) -> dict[str, Any]:
         cfg = super().get_config()
@@ -236,6 +265,9 @@ class Learned(Codec):
         for d in dirs:
             if name and (d / name).is_file():
                 return self._cached(d / name)
+        found = _find_checkpoint(dirs, self.arch, self.metric, self.quality)
+        if found is not None:
+            return self._cached(found)
         raise WeightsNotFoundError(
             f"learned: no weights for {self.arch} {self.metric} quality {self.quality}: give weights=FILE, or put "
             f"{name or 'a rawgate checkpoint'} in one of: {', '.join(map(str, dirs))} (weights are never downloaded)")
@@ -316,6 +348,8 @@ class Learned(Codec):
         model, desc = self._weights_for_encode()
         if desc["arch"] != self.arch:
             raise CodecError(f"learned: the weights {desc['path']} are {desc['arch']}, not {self.arch}")
+        if self.arch == ARCH_3D:
+            return self._encode3d(model, desc, a)
         h, w = a.shape[-2:]
         planes = a.reshape(-1, h, w)
         tiles = self._tiles(h, w, self.tile)
@@ -341,8 +375,105 @@ class Learned(Codec):
         }
         return extra, sections
 
+    # ------------------------------------------------------------------ the 3-D model: volumes
+    @staticmethod
+    def _chunks3d(shape: tuple[int, ...], zchunk: int) -> list[tuple[int, int]]:
+        """``(first plane, planes)`` of each coded volume: a 2-D frame is one plane; a stack's
+        planes (leading axes folded, so a T × Z stack is coded per T) in runs of ``zchunk``."""
+        h, w = shape[-2:]
+        n = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        z = int(shape[-3]) if len(shape) > 2 else 1
+        return [(s + z0, min(zchunk, z - z0)) for s in range(0, n, z) for z0 in range(0, z, zchunk)]
+
+    def _code_volume(self, model, u: np.ndarray) -> tuple[list[list[bytes]], list[int], np.ndarray]:
+        torch = _torch()
+        import torch.nn.functional as F
+
+        z, h, w = u.shape
+        Z, H, W = (-(-n // m) * m for n, m in zip(u.shape, PAD_3D))
+        x = F.pad(torch.from_numpy(np.ascontiguousarray(u))[None, None], (0, W - w, 0, H - h, 0, Z - z))
+        with torch.no_grad():
+            c = model.compress(x)
+            rec = model.decompress(c["strings"], c["shape"])["x_hat"]
+        strings = [[bytes(s) for s in group] for group in c["strings"]]
+        return strings, [int(v) for v in c["shape"]], rec[0, 0, :z, :h, :w].numpy()
+
+    def _encode3d(self, model, desc: dict[str, Any], a: np.ndarray) -> tuple[dict[str, Any], list[bytes]]:
+        torch = _torch()
+        import compressai
+
+        h, w = a.shape[-2:]
+        planes = a.reshape(-1, h, w)
+        chunks = self._chunks3d(a.shape, self.zchunk)
+        tiles = self._tiles(h, w, self.tile)
+        sections, lohis, shapes, recon_sha = [], [], [], [""] * len(planes)
+        with _LOCK:
+            for z0, nz in chunks:
+                vol = planes[z0:z0 + nz]
+                u, lohi = self._to_unit(vol)  # one mapping per volume: the planes stay comparable
+                rec = np.empty(vol.shape, np.float32)
+                for (y, x, th, tw) in tiles:
+                    strings, shape, r = self._code_volume(model, u[:, y:y + th, x:x + tw])
+                    sections.append(_pack_strings(strings))
+                    shapes.append(shape)
+                    rec[:, y:y + th, x:x + tw] = r
+                lohis.append(lohi)
+                for k, plane in enumerate(self._from_unit(rec, lohi, a.dtype)):
+                    recon_sha[z0 + k] = hashlib.sha256(plane.tobytes()).hexdigest()
+        extra = {
+            "arch": desc["arch"], "sizes": desc["sizes"], "quality": desc["quality"], "metric": desc["metric"],
+            "weights_sha256": desc["sha256"], "mapping": self.mapping, "lo_hi": lohis, "tile": self.tile,
+            "tiles": [list(t) for t in tiles], "zchunks": [list(c) for c in chunks], "latent_shapes": shapes,
+            "pad_multiple": list(PAD_3D), "channels": 1, "recon_sha256": recon_sha,
+            "versions": {"torch": torch.__version__, "compressai": compressai.__version__},
+        }
+        return extra, sections
+
+    def _decode3d(self, header, sections, dtype, shape):
+        try:
+            tiles = [tuple(int(v) for v in t) for t in header["tiles"]]
+            chunks = [tuple(int(v) for v in c) for c in header["zchunks"]]
+            lohis, recon_sha, shapes = header["lo_hi"], header["recon_sha256"], header["latent_shapes"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise CorruptStreamError(f"learned: corrupted stream header: {e}") from e
+        h, w = shape[-2:]
+        n = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        if (len(sections) != len(chunks) * len(tiles) or len(shapes) != len(sections) or len(lohis) != len(chunks)
+                or len(recon_sha) != n or sum(nz for _, nz in chunks) != n):
+            raise CorruptStreamError(f"learned: {len(sections)} sections for {len(chunks)} volume(s) of "
+                                     f"{len(tiles)} tile(s) and {n} plane(s)")
+        model = self._weights_for_decode(header)
+        torch = _torch()
+        out = np.empty((n, h, w), dtype)
+        k = 0
+        with _LOCK, torch.no_grad():
+            for (z0, nz), lohi in zip(chunks, lohis):
+                rec = np.empty((nz, h, w), np.float32)
+                for (y, x, th, tw) in tiles:
+                    r = model.decompress(_unpack_strings(sections[k]), tuple(shapes[k]))["x_hat"]
+                    rec[:, y:y + th, x:x + tw] = r[0, 0, :nz, :th, :tw].numpy()
+                    k += 1
+                out[z0:z0 + nz] = self._from_unit(rec, lohi, dtype)
+        self._check_recon(out, recon_sha, header)
+        return out.reshape(shape)
+
+    @staticmethod
+    def _check_recon(out: np.ndarray, recon_sha: list[str], header: dict[str, Any]) -> None:
+        """Refuse planes that differ from the encoder's own reconstruction (CompressAI issue 279)."""
+        for i, plane in enumerate(out):
+            got = hashlib.sha256(plane.tobytes()).hexdigest()
+            if got != recon_sha[i]:
+                v = header.get("versions", {})
+                raise CorruptStreamError(
+                    f"learned: plane {i} decodes to another image than the encoder's own reconstruction "
+                    f"(SHA-256 {got[:12]}…, stream {recon_sha[i][:12]}…): the model desynchronised between "
+                    f"machines or builds (CompressAI issue 279; encoded with torch {v.get('torch')}, compressai "
+                    f"{v.get('compressai')}) or the stream was altered; refusing to return it")
+
     def _decode(self, header, sections, dtype, shape):
         _torch()
+        if header.get("arch") == ARCH_3D:
+            return self._decode3d(header, sections, dtype, shape)
         try:
             tiles = [tuple(int(v) for v in t) for t in header["tiles"]]
             lohis, recon_sha, shapes = header["lo_hi"], header["recon_sha256"], header["latent_shapes"]
@@ -362,14 +493,7 @@ class Learned(Codec):
                     rec[y:y + th, x:x + tw] = self._decode_tile(model, _unpack_strings(sections[k]), shapes[k], th, tw)
                     k += 1
                 out[i] = self._from_unit(rec, lohis[i], dtype)
-                got = hashlib.sha256(out[i].tobytes()).hexdigest()
-                if got != recon_sha[i]:
-                    v = header.get("versions", {})
-                    raise CorruptStreamError(
-                        f"learned: plane {i} decodes to another image than the encoder's own reconstruction "
-                        f"(SHA-256 {got[:12]}…, stream {recon_sha[i][:12]}…): the model desynchronised between "
-                        f"machines or builds (CompressAI issue 279; encoded with torch {v.get('torch')}, compressai "
-                        f"{v.get('compressai')}) or the stream was altered; refusing to return it")
+        self._check_recon(out, recon_sha, header)
         return out.reshape(shape)
 
 

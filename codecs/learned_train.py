@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .learned import ARCHITECTURES, CHECKPOINT_FORMAT, _torch, build_model
+from .learned3d import ARCH_3D, PAD_3D
 
 __all__ = ["Phase", "Trainer", "train"]
 
@@ -50,13 +51,32 @@ def _unit(frames: Sequence[np.ndarray] | np.ndarray, mapping: str) -> np.ndarray
     return (planes.astype(np.float32) - lo) / np.maximum(hi - lo, 1.0)
 
 
+def _unit_stacks(frames: Sequence[np.ndarray] | np.ndarray, mapping: str) -> list[np.ndarray]:
+    """``(Z, Y, X)`` stacks mapped to [0, 1]; ``range`` maps each stack by its own min–max."""
+    stacks = [np.asarray(s) for s in (frames if isinstance(frames, (list, tuple)) else [frames])]
+    stacks = [s.reshape(-1, *s.shape[-3:]) if s.ndim >= 3 else s[None, None] for s in stacks]
+    out = []
+    for group in stacks:
+        for s in group:
+            u = _unit(s[None], "study") if mapping == "study" else None
+            if mapping == "range":
+                lo, hi = float(s.min()), float(s.max())
+                u = (s.astype(np.float32) - lo) / max(hi - lo, 1.0)
+            elif mapping != "study":
+                raise ValueError(f"mapping must be study or range, got {mapping!r}")
+            out.append(np.asarray(u, np.float32).reshape(s.shape))
+    return out
+
+
 class Trainer:
     """A resumable rate–distortion training run of one model on one set of frames.
 
     Parameters
     ----------
     frames
-        ``(..., Y, X)`` integer planes (uint8 or uint16).
+        ``(..., Y, X)`` integer planes (uint8 or uint16); for the 3-D model
+        (``factorized3d``) ``(Z, Y, X)`` stacks (a list, or an array ``(S, Z, Y, X)``), trained on
+        ``patch_z`` × ``patch`` × ``patch`` crops with MSE only (no 3-D MS-SSIM).
     arch, sizes
         Architecture (:data:`~rawgate.codecs.learned.ARCHITECTURES`) and constructor sizes.
     phases
@@ -73,7 +93,8 @@ class Trainer:
     """
 
     def __init__(self, frames, *, arch: str, sizes: dict[str, int], phases: Sequence[Phase], patch: int = 64,
-                 batch: int = 4, lr: float = 1e-4, mapping: str = "study", seed: int = 0, model=None) -> None:
+                 batch: int = 4, lr: float = 1e-4, mapping: str = "study", seed: int = 0, model=None,
+                 patch_z: int = 8) -> None:
         torch = _torch()
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
@@ -81,10 +102,24 @@ class Trainer:
             raise ValueError(f"patch must be a positive multiple of 64, got {patch}")
         self.arch, self.sizes, self.phases = arch, dict(sizes), [Phase(*p) for p in phases]
         self.patch, self.batch, self.lr, self.mapping, self.seed = patch, batch, lr, mapping, seed
-        self.unit = _unit(frames, mapping)
-        need = max([patch] + [MSSSIM_MIN_PATCH for m, n, _ in self.phases if m == "ms-ssim" and n])
-        if min(self.unit.shape[-2:]) < need:
-            raise ValueError(f"frames of {self.unit.shape[-2:]} px are smaller than the {need}² training crops")
+        self.patch_z = int(patch_z)
+        self.is3d = arch == ARCH_3D
+        if self.is3d:
+            if any(m != "mse" for m, n, _ in self.phases if n):
+                raise ValueError(f"{ARCH_3D} trains with MSE only (MS-SSIM is defined on 2-D images)")
+            if self.patch_z < PAD_3D[0] or self.patch_z % PAD_3D[0]:
+                raise ValueError(f"patch_z must be a positive multiple of {PAD_3D[0]}, got {patch_z}")
+            self.stacks = _unit_stacks(frames, mapping)
+            small = [s.shape for s in self.stacks if s.shape[0] < self.patch_z or min(s.shape[1:]) < patch]
+            if small:
+                raise ValueError(f"stacks {small} are smaller than the {self.patch_z} × {patch}² training crops "
+                                 "(Z × Y × X)")
+            self.unit = None
+        else:
+            self.unit = _unit(frames, mapping)
+            need = max([patch] + [MSSSIM_MIN_PATCH for m, n, _ in self.phases if m == "ms-ssim" and n])
+            if min(self.unit.shape[-2:]) < need:
+                raise ValueError(f"frames of {self.unit.shape[-2:]} px are smaller than the {need}² training crops")
         torch.manual_seed(seed)
         self.model = model if model is not None else build_model(arch, sizes)
         self.params = [p for n, p in self.model.named_parameters() if not n.endswith(".quantiles")]
@@ -120,17 +155,15 @@ class Trainer:
         from compressai.losses import RateDistortionLoss
 
         end = self.total_steps if until is None else min(until, self.total_steps)
-        h, w = self.unit.shape[-2:]
         self.model.train()
         while self.step < end:
             metric, _, lmbda = self._phase_at(self.step)
-            patch = max(self.patch, MSSSIM_MIN_PATCH) if metric == "ms-ssim" else self.patch
-            idx = self.rng.integers(0, len(self.unit), self.batch)
-            ys = self.rng.integers(0, h - patch + 1, self.batch)
-            xs = self.rng.integers(0, w - patch + 1, self.batch)
-            crops = np.stack([self.unit[i, y:y + patch, x:x + patch] for i, y, x in zip(idx, ys, xs)])
-            x = torch.from_numpy(crops)[:, None].repeat(1, 3, 1, 1)
-            loss = RateDistortionLoss(lmbda=lmbda, metric=metric)(self.model(x), x)
+            if self.is3d:
+                x = torch.from_numpy(self._crops3d())[:, None]
+                loss = _rd_loss_3d(self.model(x), x, lmbda)
+            else:
+                x = torch.from_numpy(self._crops2d(metric))[:, None].repeat(1, 3, 1, 1)
+                loss = RateDistortionLoss(lmbda=lmbda, metric=metric)(self.model(x), x)
             self.opt.zero_grad()
             loss["loss"].backward()
             torch.nn.utils.clip_grad_norm_(self.params, 1.0)
@@ -151,11 +184,28 @@ class Trainer:
         self.model.eval()
         return self.model
 
+    def _crops2d(self, metric: str) -> np.ndarray:
+        h, w = self.unit.shape[-2:]
+        patch = max(self.patch, MSSSIM_MIN_PATCH) if metric == "ms-ssim" else self.patch
+        idx = self.rng.integers(0, len(self.unit), self.batch)
+        ys = self.rng.integers(0, h - patch + 1, self.batch)
+        xs = self.rng.integers(0, w - patch + 1, self.batch)
+        return np.stack([self.unit[i, y:y + patch, x:x + patch] for i, y, x in zip(idx, ys, xs)])
+
+    def _crops3d(self) -> np.ndarray:
+        p, pz, out = self.patch, self.patch_z, []
+        for i in self.rng.integers(0, len(self.stacks), self.batch):
+            s = self.stacks[i]
+            z, y, x = (int(self.rng.integers(0, n - c + 1)) for n, c in zip(s.shape, (pz, p, p)))
+            out.append(s[z:z + pz, y:y + p, x:x + p])
+        return np.stack(out)
+
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs (tensors and plain values only: loadable with
         ``torch.load(weights_only=True)``)."""
         return {"step": self.step, "phases": [list(p) for p in self.phases], "patch": self.patch,
+                "patch_z": self.patch_z,
                 "batch": self.batch, "lr": self.lr, "mapping": self.mapping, "seed": self.seed,
                 "optimizer": self.opt.state_dict(), "aux_optimizer": self.aux_opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "rng": self.rng.bit_generator.state,
@@ -193,9 +243,22 @@ class Trainer:
         model = build_model(obj["arch"], obj["sizes"])
         model.load_state_dict(load_pretrained(obj["state_dict"]))
         t = cls(frames, arch=obj["arch"], sizes=obj["sizes"], phases=[Phase(*p) for p in st["phases"]],
-                patch=st["patch"], batch=st["batch"], lr=st["lr"], mapping=st["mapping"], seed=st["seed"], model=model)
+                patch=st["patch"], batch=st["batch"], lr=st["lr"], mapping=st["mapping"], seed=st["seed"], model=model,
+                patch_z=int(st.get("patch_z", 8)))
         t.load_state_dict(st)
         return t
+
+
+def _rd_loss_3d(out: dict[str, Any], target: Any, lmbda: float) -> dict[str, Any]:
+    """CompressAI's rate–distortion loss for volumes: ``λ · 255² · MSE + bits per voxel``
+    (``RateDistortionLoss`` counts pixels of 4-D tensors only)."""
+    import math
+
+    torch = _torch()
+    voxels = target.numel() / target.size(1)
+    bpp = sum(torch.log(lk).sum() for lk in out["likelihoods"].values()) / (-math.log(2) * voxels)
+    mse = torch.nn.functional.mse_loss(out["x_hat"], target)
+    return {"loss": lmbda * 255**2 * mse + bpp, "bpp_loss": bpp, "mse_loss": mse}
 
 
 def train(frames: Sequence[np.ndarray] | np.ndarray, *, arch: str, sizes: dict[str, int], metric: str = "mse",

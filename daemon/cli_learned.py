@@ -31,9 +31,10 @@ def _sizes(text: str) -> dict[str, int]:
 
 @learned_app.command("train")
 def learned_train(
-    frames: Annotated[list[Path], typer.Argument(help="training frames: TIFF / OME-TIFF / .npy (stacks: every plane)")],
+    frames: Annotated[list[Path], typer.Argument(help="training frames: TIFF / OME-TIFF / .npy (stacks: every plane; "
+                                                 "factorized3d: each file's Z stack)")],
     out: Annotated[Path, typer.Option(help="checkpoint to write (and to resume from with --resume)")],
-    arch: Annotated[str, typer.Option(help="architecture")] = "bmshj2018-factorized",
+    arch: Annotated[str, typer.Option(help="architecture (factorized3d: the 3-D model, trained on Z stacks)")] = "bmshj2018-factorized",
     sizes: Annotated[str, typer.Option(help="constructor sizes, e.g. N=128,M=192 (cheng2020: N only)")] = "N=128,M=192",
     quality: Annotated[int, typer.Option(help="the quality label stored with the weights")] = 1,
     steps: Annotated[int, typer.Option(help="steps of the MSE phase")] = 2000,
@@ -41,6 +42,7 @@ def learned_train(
     lmbda: Annotated[float, typer.Option(help="rate–distortion λ of the MSE phase")] = 0.01,
     msssim_lmbda: Annotated[float, typer.Option(help="λ of the MS-SSIM phase")] = 8.73,
     patch: Annotated[int, typer.Option(help="training crop [px], a multiple of 64")] = 256,
+    patch_z: Annotated[int, typer.Option(help="factorized3d: training crop depth [planes], a multiple of 4")] = 8,
     batch: Annotated[int, typer.Option(help="crops per step")] = 8,
     lr: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-4,
     mapping: Annotated[str, typer.Option(help="study (x/65535) or range (each frame's min–max)")] = "study",
@@ -58,14 +60,21 @@ def learned_train(
         from rawgate.codecs.learned import load_checkpoint
         from rawgate.codecs.learned_train import Phase, Trainer
 
+        from rawgate.codecs.learned3d import ARCH_3D
+
         planes = []
         for p in frames:
-            arr, _ = read_image(p)
-            planes.append(np.asarray(arr).reshape(-1, *np.shape(arr)[-2:]))
+            arr = np.asarray(read_image(p)[0])
+            if arch == ARCH_3D:
+                if arr.ndim < 3:
+                    _fail(f"{p}: {ARCH_3D} trains on Z stacks; this is a single {arr.shape} frame")
+                planes += list(arr.reshape(-1, *arr.shape[-3:]))  # a T × Z stack: one volume per T
+            else:
+                planes.append(arr.reshape(-1, *arr.shape[-2:]))
         shapes = {a.shape[-2:] for a in planes}
         if len(shapes) != 1:
             _fail(f"training frames differ in size: {sorted(shapes)}")
-        data = np.concatenate(planes)
+        data = planes if arch == ARCH_3D else np.concatenate(planes)
         if resume:
             if not out.is_file():
                 _fail(f"--resume: no checkpoint at {out}")
@@ -75,7 +84,7 @@ def learned_train(
             model = load_checkpoint(weights)[0] if weights is not None else None
             phases = [Phase("mse", steps, lmbda)] + ([Phase("ms-ssim", msssim_steps, msssim_lmbda)] if msssim_steps else [])
             t = Trainer(data, arch=arch, sizes=_sizes(sizes), phases=phases, patch=patch, batch=batch, lr=lr,
-                        mapping=mapping, seed=seed, model=model)
+                        mapping=mapping, seed=seed, model=model, patch_z=patch_z)
         interrupted = []
 
         def on_sigint(signum, frame):  # finish the current step, then save and stop

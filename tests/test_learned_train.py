@@ -79,3 +79,30 @@ def test_bad_training_input(frames, tmp_path):
     r = subprocess.run([*RAWGATE, "learned", "train", str(frames), "--out", str(tmp_path / "x.pt"), "--patch", "256",
                         *ARGS[:4]], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "smaller than the 256" in " ".join((r.stdout + r.stderr).split())
+
+
+def test_train_the_3d_model_on_stacks_from_the_command_line(tmp_path):
+    """`rawgate learned train STACK… --arch factorized3d`: trained on Z stacks (each file one
+    volume), the checkpoint codes a stack as volumes; a single frame is refused."""
+    truth = make_sensor_truth((96, 96), seed=5)
+    paths = []
+    for s in range(2):
+        sc = scenes.nuclei_3d((8, 96, 96), seed=s)
+        rng = np.random.default_rng(s)
+        stack = np.stack([render_frames(truth, sc.flux[k], sc.exposure_ms, 1, rng)[0] for k in range(8)])
+        tifffile.imwrite(tmp_path / f"s{s}.tif", stack)
+        paths.append(str(tmp_path / f"s{s}.tif"))
+    out = tmp_path / "v.pt"
+    args = ["--arch", "factorized3d", "--sizes", "N=8,M=12", "--patch", "64", "--patch-z", "8", "--batch", "2",
+            "--lr", "1e-3", "--mapping", "range", "--steps", "12"]
+    r = subprocess.run([*RAWGATE, "learned", "train", *paths, "--out", str(out), *args],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "trained factorized3d" in r.stdout and _weights(out)["extra"]["training"]["patch_z"] == 8
+    x = tifffile.imread(paths[0])
+    c = get_codec(f"learned:arch=factorized3d,weights={out},mapping=range,tile=64,zchunk=8")
+    assert c.decode(c.encode(x)).shape == x.shape
+    tifffile.imwrite(tmp_path / "flat.tif", x[0])
+    r = subprocess.run([*RAWGATE, "learned", "train", str(tmp_path / "flat.tif"), "--out", str(tmp_path / "y.pt"),
+                        *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "trains on Z stacks" in r.stdout + r.stderr
