@@ -20,7 +20,8 @@ pretrained network weights that cannot be fetched here, so it is not reported.
 
 Usage::
 
-    python bench/learned.py [--steps 300] [--ms-ssim-steps 40] [--size 256] [--quick]
+    python bench/learned.py [--steps 300] [--ms-ssim-steps 40] [--size 256] [--mse-qualities 2]
+        [--ms-ssim-qualities 1] [--quick]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 from rawgate.calibration import scenes
 from rawgate.calibration.simulation import make_sensor_truth, truth_noise_model
 from rawgate.codecs.learned import ARCHITECTURES
+from rawgate.codecs.learned3d import ARCH_3D
 from rawgate.codecs.learned_train import Phase, Trainer
 from rawgate.gate.check import GateConfig, prepare_reference
 from rawgate.gate.evaluate import FrameScorer
@@ -45,6 +47,15 @@ from rawgate.gate.evaluate import FrameScorer
 LAMBDAS_MSE = (0.018, 0.067, 0.25)
 #: MS-SSIM phase λ (CompressAI's zoo: 2.40 … 60.5 for qualities 1 … 8)
 LAMBDAS_MSSSIM = (4.58, 16.6, 60.5)
+
+
+def _pick(values: tuple[float, ...], n: int) -> tuple[float, ...]:
+    """``n`` of ``values`` spread over the range (1: the middle one)."""
+    if n >= len(values):
+        return values
+    if n <= 1:
+        return values[len(values) // 2:len(values) // 2 + 1]
+    return tuple(values[round(i * (len(values) - 1) / (n - 1))] for i in range(n))
 
 
 def _sizes(arch: str) -> dict[str, int]:
@@ -73,7 +84,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="MSE training steps per model")
     ap.add_argument("--ms-ssim-steps", type=int, default=40, help="MS-SSIM phase steps (192² crops)")
     ap.add_argument("--size", type=int, default=256, help="test frame size [px]")
+    ap.add_argument("--mse-qualities", type=int, default=2, help="λ values of the MSE models (of 3)")
+    ap.add_argument("--ms-ssim-qualities", type=int, default=1, help="λ values of the MS-SSIM models (of 3)")
     ap.add_argument("--quick", action="store_true", help="one λ per metric, two architectures (a smoke run)")
+    ap.add_argument("--archs", default=None, help="comma-separated architectures (default: the six; '' none: "
+                    "only the mapping comparison)")
     args = ap.parse_args()
     import torch
 
@@ -91,9 +106,10 @@ def main() -> None:
     raw = scenes.render_scene(scenes.microspheres((n, n), seed=2), test_sensor, np.random.default_rng(1))[0]
     ref = prepare_reference(raw, test_model, None, GateConfig(n_replicas=5))
     scorer = FrameScorer("microspheres", ref)
-    archs = list(ARCHITECTURES)[:: 3] if args.quick else list(ARCHITECTURES)
-    lam_mse = LAMBDAS_MSE[1:2] if args.quick else LAMBDAS_MSE
-    lam_ms = LAMBDAS_MSSSIM[1:2] if args.quick else LAMBDAS_MSSSIM
+    two_d = [a for a in ARCHITECTURES if a != ARCH_3D]  # the study's six (the 3-D model codes stacks)
+    archs = two_d[:: 3] if args.quick else two_d if args.archs is None else [a for a in args.archs.split(",") if a]
+    lam_mse = LAMBDAS_MSE[1:2] if args.quick else _pick(LAMBDAS_MSE, args.mse_qualities)
+    lam_ms = LAMBDAS_MSSSIM[1:2] if args.quick else _pick(LAMBDAS_MSSSIM, args.ms_ssim_qualities)
     print(f"trained on 2 dense-cell frames of {train.shape[-1]}² ({args.steps} MSE steps, batch 4 × 64² crops; "
           f"MS-SSIM models: the MSE phase then {args.ms_ssim_steps} steps of 192² crops), tested on one "
           f"{n}² microspheres frame; ε from 5 replicas, model-free (filter bank, noise power)")

@@ -72,9 +72,9 @@ def compare_models(
     from .model import ModelMismatchError
 
     tol = tolerances or DriftTolerances()
-    problems = old.identity.mismatches(new.identity)
+    problems = old.identity.mismatches(new.identity, labels=("model A", "model B"))
     if problems:
-        raise ModelMismatchError("the models describe different cameras: " + "; ".join(problems))
+        raise ModelMismatchError("the models describe different camera configurations: " + "; ".join(problems))
     good = (old.bad_pixels == 0) & (new.bad_pixels == 0)
     if not good.any():
         good = np.ones(old.shape, bool)

@@ -622,18 +622,15 @@ class LogSink:
         self.name = "log"
 
     def send(self, alert: Alert) -> None:
-        """Log one alert (title, key, item, fields and text)."""
+        """Log one alert: title and text, then the item's path (once: not when the title names
+        it already) and the fields; the dedupe key only at debug level (it repeats the path)."""
+        where = ""
+        if alert.item is not None and Path(str(alert.item)).name not in alert.title:
+            where = f" ({alert.item})"
         extra = "".join(f" {k}={v}" for k, v in alert.fields.items())
-        item = f" item={alert.item}" if alert.item is not None else ""
-        self.logger.log(
-            self._LEVELS[alert.severity],
-            "alert: %s [key=%s%s%s]: %s",
-            alert.title,
-            alert.key,
-            item,
-            extra,
-            alert.text,
-        )
+        self.logger.log(self._LEVELS[alert.severity], "alert: %s: %s%s%s", alert.title, alert.text, where,
+                        f" [{extra.strip()}]" if extra else "")
+        self.logger.debug("alert key: %s", alert.key)
 
 
 # --------------------------------------------------------------------------- the alerter

@@ -204,6 +204,18 @@ def calibrate(
 
 
 # ---------------------------------------------------------------------------- calibration …
+def _model_file(path: Path) -> Path:
+    """A noise model file, or the one inside a calibration run's folder."""
+    if path.is_dir() and (path / "noise_model.rgnoise").is_file():
+        return path / "noise_model.rgnoise"
+    return path
+
+
+def _model_label(path: Path) -> str:
+    """How a model is named in a title: its run folder when the file has the standard name."""
+    return f"{path.parent.name}/" if path.name == "noise_model.rgnoise" and path.parent.name else path.name
+
+
 @calibration_app.command("show")
 def calibration_show(
     file: Annotated[Path, typer.Argument(help="Noise model (.rgnoise), or a calibration run's folder")],
@@ -213,8 +225,7 @@ def calibration_show(
     from rawgate.calibration.model import NoiseModel
 
     with _user_errors():
-        if file.is_dir() and (file / "noise_model.rgnoise").is_file():  # a calibration run's folder
-            file = file / "noise_model.rgnoise"
+        file = _model_file(file)
         m = NoiseModel.load(file)
         s = m.summary()
         if as_json:
@@ -241,8 +252,8 @@ def calibration_show(
 
 @calibration_app.command("compare")
 def calibration_compare(
-    old: Annotated[Path, typer.Argument(help="Earlier noise model")],
-    new: Annotated[Path, typer.Argument(help="Newer noise model")],
+    old: Annotated[Path, typer.Argument(help="Earlier noise model (model A), or its run folder")],
+    new: Annotated[Path, typer.Argument(help="Newer noise model (model B), or its run folder")],
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Tolerances from this config")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
@@ -253,11 +264,12 @@ def calibration_compare(
     with _user_errors():
         d = load_config(config).calibration.drift
         tol = DriftTolerances(**d.model_dump())
+        old, new = _model_file(old), _model_file(new)
         rep = compare_models(NoiseModel.load(old), NoiseModel.load(new), tol)
     if as_json:
         print(json.dumps(rep.to_dict(), indent=1))
     else:
-        t = Table(title=f"Drift {old.name} → {new.name}")
+        t = Table(title=f"Drift from model A ({_model_label(old)}) to model B ({_model_label(new)})")
         t.add_column("change")
         t.add_column("value", justify="right")
         t.add_column("tolerance", justify="right")
@@ -536,21 +548,26 @@ def demo(
         if (daemon_dir / "rawgate.yaml").is_file():
             console.print(f"starting clean: the previous demo run in {daemon_dir} is removed "
                           "(calibrations are kept, one folder per run)", highlight=False)
+        console.print("starting the daemon; acquiring (each step is printed as it happens):", highlight=False)
         rows, dcfg = run_daemon_demo(daemon_dir, run.folder, seed=sim.simulated.seed,
-                                     shape=tuple(sim.simulated.shape), bit_depth=sim.simulated.bit_depth)
-    t = Table(title="the daemon's items")
-    for col in ("item", "codec", "ratio", "verdict", "archive copy", "raw data"):
-        t.add_column(col)
-    for r in rows:
-        t.add_row(r.relpath, r.codec or "", f"{r.ratio:.2f}" if r.ratio else "",
-                  f"[green]{r.verdict}[/]" if r.verdict == "approved" else f"[yellow]{r.verdict or r.state}[/]",
-                  f"archive/{r.archive_path}" if r.archive_path else "", r.raw)
-    console.print(t)
-    for r in rows:
+                                     shape=tuple(sim.simulated.shape), bit_depth=sim.simulated.bit_depth,
+                                     say=lambda line: console.print(f"  {line}", highlight=False, soft_wrap=True))
+    console.rule("what the daemon did")
+    for r in rows:  # one block per item: readable at 80 columns, nothing cut
+        verdict = f"[green]{r.verdict}[/]" if r.verdict == "approved" else f"[yellow]{r.verdict or r.state}[/]"
+        console.print(f"[bold]{r.relpath}[/]: {verdict}", highlight=False)
+        tried = r.tried or r.codec or "?"
+        if r.codec and r.codec != tried:
+            console.print(f"  tried {tried}; archived losslessly with {r.codec}", highlight=False)
+        else:
+            console.print(f"  coded with {tried}" + (f", ratio {r.ratio:.2f}" if r.ratio else ""), highlight=False)
         if r.note:
-            console.print(f"{r.relpath}: {r.note}", highlight=False)
+            console.print(f"  why: {r.note}", highlight=False, soft_wrap=True)
+        if r.archive_path:
+            console.print(f"  archive copy: archive/{r.archive_path}", highlight=False, soft_wrap=True)
+        console.print(f"  raw data: {r.raw}", highlight=False, soft_wrap=True)
         if r.report:
-            console.print(f"  ε report: {r.report}", highlight=False)
+            console.print(f"  ε report: {r.report}", highlight=False, soft_wrap=True)
     console.print(f"archive (BagIt): {dcfg.daemon.archive_dir}   ledger: {dcfg.daemon.state_dir / 'ledger.sqlite'}",
                   highlight=False)
     for line in demo_next_steps(daemon_dir, rows, dcfg):
@@ -569,7 +586,7 @@ def demo_next_steps(daemon_dir: Path, rows, dcfg) -> list[str]:
            f"  rawgate archive verify -c {cfg} --full",
            f"  rawgate evaluate {daemon_dir / 'acquisition' / 'lossy-trial' / 'cells_t3_z3.ome.tif'} --codecs "
            f"'noisecal:step=auto jpeg:ratio=30' --calibration "
-           f"{next(iter(dcfg.daemon.calibrations.dirs))}/noise_model.rgnoise --frame 0 --planes"
+           f"{next(iter(dcfg.daemon.calibrations.dirs))}/noise_model.rgnoise --frame 0 --plane 0"
            + (f" --segmenter {dcfg.daemon.gate.segmenter}" if dcfg.daemon.gate.segmenter else "")]
     return out
 

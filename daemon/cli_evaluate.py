@@ -37,10 +37,14 @@ def evaluate(
                                                         "estimated from each frame, marked as such")] = None,
     segmenter: Annotated[Optional[str], typer.Option(help="segmenter: a model file or an entry-point name")] = None,
     replicas: Annotated[int, typer.Option(help="raw-equivalent replicas N")] = 10,
+    replicas_around: Annotated[str, typer.Option(help="raw (the paper's) or estimate: replicas around a denoised "
+                                                 "estimate of the mean image, one camera noise from the truth "
+                                                 "(dim data, noise-sensitive segmenters)")] = "raw",
     seed: Annotated[int, typer.Option(help="seed of the replicas")] = 0,
     frame: Annotated[int, typer.Option(help="which frame of a time series")] = 0,
-    volume: Annotated[Optional[bool], typer.Option("--volume/--planes", help="treat a 3-D stack as a volume "
+    volume: Annotated[Optional[bool], typer.Option("--volume/--no-volume", help="treat a 3-D stack as a volume "
                                                    "(default: when it has a Z axis)")] = None,
+    plane: Annotated[Optional[int], typer.Option(help="evaluate this Z plane of a stack as a 2-D frame")] = None,
     false_reject_rate: Annotated[float, typer.Option(help="α: chance a raw-equivalent input fails")] = 0.002,
     out: Annotated[Path, typer.Option(help="folder for evaluation.json")] = Path("evaluation"),
     json_out: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
@@ -82,11 +86,12 @@ def evaluate(
         selected = []
         for path in frames:
             arr, meta = _read_frames(path, read_image)
-            arr, what = _select(arr, meta.get("axes"), frame, volume)
+            arr, what = _select(arr, meta.get("axes"), frame, volume, plane)
             if not np.issubdtype(arr.dtype, np.integer):
                 _fail(f"{path}: raw camera data is integer ADU, got {arr.dtype}")
             selected.append((path, arr, what))
-        cfg = GateConfig(n_replicas=replicas, seed=seed, policy=VerdictPolicy(false_reject_rate=false_reject_rate))
+        cfg = GateConfig(n_replicas=replicas, seed=seed, replicas_around=replicas_around,
+                         policy=VerdictPolicy(false_reject_rate=false_reject_rate))
         store = None if not resume else JsonResultStore(out / "cache")
         if store is not None and fresh:
             store.clear()
@@ -123,7 +128,7 @@ def evaluate(
                     t, advance=1, description=f"searching: {spec}")))
                 bar.update(st, total=bar.tasks[st].completed)
         ev = Evaluation(frames=infos, results=results,
-                        settings={"codecs": specs, "replicas": replicas, "seed": seed,
+                        settings={"codecs": specs, "replicas": replicas, "seed": seed, "replicas_around": replicas_around,
                                   "false_reject_rate": false_reject_rate,
                                   "calibration": str(calibration) if calibration else None,
                                   "segmenter": segmenter},
@@ -255,7 +260,7 @@ def _frame_key(arr: np.ndarray, model, cfg, segmenter: str | None) -> str:
         seg = hashlib.sha256(Path(seg).read_bytes()).hexdigest()
     pixels = hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
     return "|".join([ver, pixels, str(arr.shape), arr.dtype.name, model.sha256, str(cfg.n_replicas), str(cfg.seed),
-                     repr(cfg.policy.false_reject_rate), seg])
+                     repr(cfg.policy.false_reject_rate), cfg.replicas_around, seg])
 
 
 @contextmanager

@@ -31,13 +31,23 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
     return vals
 
 
-def _select(arr: np.ndarray, axes: str | None, frame: int, volume: bool | None) -> tuple[np.ndarray, str]:
-    """The 2-D frame or 3-D volume the check runs on, and a description of the choice."""
+def _select(arr: np.ndarray, axes: str | None, frame: int, volume: bool | None,
+            plane: int | None = None) -> tuple[np.ndarray, str]:
+    """The 2-D frame or 3-D volume the check runs on, and a description of the choice.
+
+    ``frame`` picks the index of the first leading axis (a time point), ``plane`` the Z plane
+    of a stack checked as a 2-D frame (a 2-D segmenter on a Z stack)."""
     axes = (axes or "").upper()
     if len(axes) != arr.ndim:
         axes = {2: "YX", 3: "TYX", 4: "TZYX", 5: "TCZYX"}.get(arr.ndim, "")
     if arr.ndim == 2:
         return arr, "2-D frame"
+    if plane is not None:
+        if volume:
+            raise ValueError("--plane checks one Z plane as a 2-D frame; it cannot go with --volume")
+        if "Z" not in axes:
+            raise ValueError(f"--plane {plane}: the image has no Z axis (axes {axes})")
+        volume = False
     is_volume = ("Z" in axes) if volume is None else volume
     # drop every leading axis but Z: take index `frame` of the first, 0 of the others
     picked = []
@@ -45,7 +55,10 @@ def _select(arr: np.ndarray, axes: str | None, frame: int, volume: bool | None) 
     for ax in axes[:-2]:
         if ax == "Z" and is_volume:
             continue
-        i = frame if not picked else 0
+        if ax == "Z" and plane is not None:
+            i = plane
+        else:
+            i = frame if not picked or (len(picked) == 1 and picked[0].startswith("Z=")) else 0
         pos = axes.index(ax) - len(picked)
         if not 0 <= i < a.shape[pos]:
             raise ValueError(f"--frame {frame} is out of range: axis {ax} has {a.shape[pos]} planes")
@@ -65,9 +78,18 @@ def check(
     segmenter: Annotated[Optional[str], typer.Option(help="segmenter: a model file or an entry-point name")] = None,
     decoded: Annotated[Optional[Path], typer.Option(help="use this already-decoded/compressed copy instead of --codec")] = None,
     replicas: Annotated[int, typer.Option(help="raw-equivalent replicas N")] = 10,
+    replicas_around: Annotated[str, typer.Option(help="raw (the paper's) or estimate: replicas around a denoised "
+                                                 "estimate of the mean image, one camera noise from the truth "
+                                                 "(dim data, noise-sensitive segmenters)")] = "raw",
     seed: Annotated[int, typer.Option(help="seed of replicas, tiles and pixel sample")] = 0,
+    transform: Annotated[Optional[str], typer.Option(help="run on raw, replicas and decoded before segmenting: "
+                                                     "fbp (filtered back-projection of a sinogram, one "
+                                                     "projection per row) or an entry-point name")] = None,
     frame: Annotated[int, typer.Option(help="which frame of a time series")] = 0,
-    volume: Annotated[Optional[bool], typer.Option("--volume/--planes", help="treat a 3-D stack as a volume (default: when it has a Z axis)")] = None,
+    volume: Annotated[Optional[bool], typer.Option("--volume/--no-volume", help="check a Z stack as one volume "
+                                                   "(default: when it has a Z axis); --no-volume: plane by plane")] = None,
+    plane: Annotated[Optional[int], typer.Option(help="check this Z plane of a stack as a 2-D frame (a 2-D "
+                                                 "segmenter on a Z stack)")] = None,
     tiles: Annotated[Optional[int], typer.Option(help="check only this many seeded tiles")] = None,
     tile_size: Annotated[int, typer.Option(help="tile edge [pixels]")] = 512,
     false_reject_rate: Annotated[float, typer.Option(help="α: chance a raw-equivalent input fails")] = 0.002,
@@ -80,6 +102,7 @@ def check(
     from rawgate.gate.check import GateConfig, spot_check
     from rawgate.gate.report import write_report
     from rawgate.gate.segmenter import load_segmenter
+    from rawgate.gate.transforms import load_transform
     from rawgate.gate.verdict import VerdictPolicy
 
     with _user_errors():
@@ -89,7 +112,7 @@ def check(
 
         model = NoiseModel.load(calibration)
         arr, meta = read_image(raw)
-        arr, what = _select(arr, meta.get("axes"), frame, volume)
+        arr, what = _select(arr, meta.get("axes"), frame, volume, plane)
         if not np.issubdtype(arr.dtype, np.integer):
             _fail(f"{raw}: raw camera data is integer ADU, got {arr.dtype}")
         seg = load_segmenter(segmenter) if segmenter else None
@@ -105,12 +128,14 @@ def check(
             spec = c.spec
             ratio = arr.nbytes / len(data)
         cfg = GateConfig(
-            n_replicas=replicas, seed=seed, tiles=tiles, tile_size=tile_size,
+            n_replicas=replicas, seed=seed, tiles=tiles, tile_size=tile_size, replicas_around=replicas_around,
+            transform=load_transform(transform) if transform else None,
             policy=VerdictPolicy(false_reject_rate=false_reject_rate),
         )
         rep = spot_check(
             arr, dec, model, seg, cfg,
             meta={"raw": str(raw), "selection": what, "codec": spec, "compression_ratio": ratio,
+                  "transform_spec": transform,
                   "segmenter": getattr(seg, "describe", lambda: {"kind": "plug-in", "name": segmenter})()
                   if seg is not None else None},
         )
@@ -130,14 +155,21 @@ def _print_summary(rep, spec: str, ratio: float | None, what: str) -> None:
     for col in ("statistic", "ε", "camera-noise range", ""):
         t.add_column(col, justify="right" if col != "statistic" else "left")
     judged = {j.name: j for j in rep.verdict.judged}
+    filters = [judged[s.name] for s in rep.stats if s.family == "filter"]
     for s in rep.stats:
         j = judged[s.name]
         if s.family == "filter" and j.passed:
-            continue  # a dozen filter rows: shown when they fail, always in the report
+            continue  # a dozen filter rows: counted below, shown when they fail, all in the report
         lim = f"≤ {j.upper:.3g}" if j.lower is None else f"{j.lower:+.3g} … {j.upper:+.3g}"
-        mark = "" if not j.judged else ("[green]ok[/]" if j.passed else f"[red]FAIL ({j.excess:.1f} null σ beyond)[/]")
+        mark = ("[dim]not judged[/]" if not j.judged
+                else "[green]ok[/]" if j.passed else f"[red]FAIL ({j.excess:.1f} null σ beyond)[/]")
         t.add_row(s.name, f"{s.value:+.3f}", lim, mark)
     console.print(t)
+    if filters:
+        ok = sum(1 for j in filters if j.passed)
+        console.print(f"filter statistics (model-free ε): {ok} of {len(filters)} within the camera-noise range"
+                      + ("" if ok == len(filters) else "; the others are in the table") + "; all in the report",
+                      highlight=False)
     if rep.matching is not None:
         m = rep.matching
         console.print(
@@ -199,13 +231,40 @@ def segmenter_train(
 
 
 @segmenter_app.command("show")
-def segmenter_show(model: Annotated[Path, typer.Argument(help="model file (.skops)")]) -> None:
+def segmenter_show(
+    model: Annotated[Path, typer.Argument(help="model file (.skops)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
     """Print what a segmenter file holds (refuses files that are not rawgate segmenters)."""
     from rawgate.gate.segmenter import PixelClassifier
 
     with _user_errors():
         m = PixelClassifier.load(model)
-    console.print_json(json.dumps(m.describe(), default=str))
+    d = m.describe()
+    if as_json:
+        console.print_json(json.dumps(d, default=str))
+        return
+    tr = d.get("trained_on", {})
+    feats = d["features"]
+    t = Table(title=f"segmenter {model.name}", show_header=False)
+    t.add_column("field")
+    t.add_column("value", overflow="fold")
+    rows = [
+        ("kind", f"{d['kind']}: random forest, {d['n_trees']} trees → foreground probability ≥ {d['threshold']:g} "
+                 "→ connected components"),
+        ("dimensions", f"{d['ndim']}-D"),
+        ("features", f"{d['n_features']}: {', '.join(feats.get('kinds', []))} at σ = "
+                     f"{', '.join(f'{s:g}' for s in feats.get('scales', []))} px"),
+        ("smallest object", f"{d['min_object_px']} px" if d["min_object_px"] else "any"),
+        ("trained on", f"{'×'.join(map(str, tr.get('shape', [])))} {tr.get('dtype', '')}, "
+                       f"{tr.get('samples_used', '?')} labelled pixels used "
+                       f"({', '.join(f'class {k}: {v}' for k, v in tr.get('labelled_px', {}).items())})"),
+        ("intensity range", "–".join(f"{v:.4g}" for v in tr.get("intensity_range", [])) + " (0.1–99.9 %)"),
+        ("trained at", str(tr.get("trained_at", "?"))),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
 
 
 def register(app: typer.Typer) -> None:

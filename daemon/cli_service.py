@@ -105,7 +105,7 @@ def status(
     if rates:
         rt = Table(title="ε-budgeted rates (auto codec specs)")
         for col in ("watch rule", "camera", "spec", "codes with", "stepped back", "from"):
-            rt.add_column(col)
+            rt.add_column(col, overflow="fold")
         for s in rates:
             opt = s["auto"].split(":")[1].split("=")[0] if ":" in s["auto"] else "?"
             now = "lossless" if s["value"] is None else f"{opt}={s['value']:g}"
@@ -113,13 +113,22 @@ def status(
                        s["source"].split(":")[0], style="red" if s["value"] is None else None)
         console.print(rt)
     if rows:
+        # four narrow columns (readable at 80 columns); the archive path and why on lines below
         r = Table(title=f"{len(rows)} most recent")
-        for col in ("id", "item", "state", "verdict", "codec", "archive", "note / reason"):
-            r.add_column(col)
+        r.add_column("id", justify="right")
+        r.add_column("item", overflow="fold")
+        r.add_column("state", no_wrap=True)
+        r.add_column("codec", overflow="fold")
         for row in rows:
-            r.add_row(str(row["id"]), row["relpath"], row["state"], row["verdict"] or "", row["codec"] or "",
-                      row["archive_path"] or "", row["reason"] or row["note"] or "")
+            state = row["state"] + (f" ({row['verdict']})" if row["verdict"] else "")
+            r.add_row(str(row["id"]), row["relpath"], state, row["codec"] or "")
         console.print(r)
+        for row in rows:
+            why = row["reason"] or row["note"]
+            if why or row["archive_path"]:
+                console.print(f"{row['id']}: " + "; ".join(
+                    x for x in (row["archive_path"] and f"archive/{row['archive_path']}", why) if x),
+                    highlight=False, soft_wrap=True)
 
 
 def retry(

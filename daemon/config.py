@@ -259,6 +259,9 @@ class GateUseConfig(_Strict):
     max_frames: int = Field(4, ge=1, description="At most this many planes checked per item")
     seed: int = 0
     replicas: int = Field(10, ge=3)
+    replicas_around: Literal["raw", "estimate"] = Field(
+        "raw", description="Replicas around the raw image (the paper's) or a denoised estimate of its mean "
+                           "(one camera noise from the truth: for dim data and noise-sensitive segmenters)")
     tiles: int | None = Field(1, ge=1, description="Seeded tiles per plane; null: the whole plane")
     tile_size: int = Field(512, ge=16, description="Tile edge [pixels]")
     segmenter: str | None = Field(

@@ -200,7 +200,7 @@ def _gate_config(g: Any) -> Any:
     from rawgate.gate.check import GateConfig
     from rawgate.gate.verdict import VerdictPolicy
 
-    return GateConfig(n_replicas=g.replicas, seed=g.seed, tiles=None,
+    return GateConfig(n_replicas=g.replicas, seed=g.seed, tiles=None, replicas_around=g.replicas_around,
                       policy=VerdictPolicy(false_reject_rate=g.false_reject_rate))
 
 
@@ -289,7 +289,7 @@ def _encode(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
         elif auto is not None:  # no calibration to search or check with
             spec = cfg.compression.fallback_codec
         copy = write_copy(stack, w.staged(item), spec, noise_model=model, models_dir=models_dir(cfg))
-    detail = {"model": model_path, "staged": str(copy.path), **rate}
+    detail = {"model": model_path, "staged": str(copy.path), "codec": spec, **rate}
     if copy.model_file is not None:
         rel = copy.model_file.relative_to(cfg.daemon.archive_dir).as_posix()
         w.ledger.record_model_file(rel, copy.model_file_sha256 or "", copy.model_file.stat().st_size)

@@ -7,7 +7,7 @@ outcomes into alerts and metrics, rewrites the archive's BagIt manifest from the
 raw data when the retention time has passed, and tells systemd it is alive only while the
 observers and the worker pool are.
 
-Start-up order (see ``../shared/notes/daemon.md``): take the state folder's lock (one daemon per
+Start-up order: take the state folder's lock (one daemon per
 ledger), clean up temporaries a crash left, start the observers, *then* scan every folder (files
 that arrived while the daemon was down), then resume every item the ledger says is unfinished.
 """

@@ -20,6 +20,7 @@ import numpy as np
 from scipy import stats as sstats
 
 from rawgate.calibration.model import ModelMismatchError, NoiseModel
+from rawgate.calibration.replicas import REPLICA_MODES
 from rawgate.calibration.replicas import replicas as make_replicas
 
 from .epsilon import (
@@ -64,6 +65,13 @@ class GateConfig:
         Check only ``tiles`` seeded tiles of ``tile_size`` × ``tile_size`` pixels (None: whole frame).
     policy
         How statistics are judged.
+    replicas_around
+        ``"raw"`` (the paper's: replicas centred on the raw image, about twice the camera noise
+        from the truth) or ``"estimate"`` (centred on a denoised estimate of the mean image, one
+        camera noise from it; see :func:`~rawgate.calibration.replicas.replicas`).
+    transform
+        Run on raw, replicas and decoded copies before segmenting and measuring (a processing
+        pipeline such as filtered back-projection, :mod:`rawgate.gate.transforms`); None: none.
     """
 
     n_replicas: int = 10
@@ -74,8 +82,14 @@ class GateConfig:
     tiles: int | None = None
     tile_size: int = 512
     policy: VerdictPolicy = field(default_factory=VerdictPolicy)
+    replicas_around: str = "raw"
+    transform: Callable[[np.ndarray], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
+        if self.transform is not None and self.tiles is not None:
+            raise ValueError("a transform works on whole frames: tiles must be None")
+        if self.replicas_around not in REPLICA_MODES:
+            raise ValueError(f"replicas_around must be one of {REPLICA_MODES}, got {self.replicas_around!r}")
         if self.n_replicas < 3:
             raise ValueError(f"n_replicas must be ≥ 3 (σ needs a leave-one-out), got {self.n_replicas}")
         if self.max_match_distance_px <= 0:
@@ -190,6 +204,10 @@ class Reference:
         meas, resp, power = [], [], []
         t_seg = t_meas = t_filt = 0.0
         nf = len(self.filter_names)
+        if self.config.transform is not None:  # measured on what the lab's pipeline makes of it
+            t = time.perf_counter()
+            img = np.asarray(self.config.transform(img))
+            t_filt += time.perf_counter() - t
         for origin, sample in zip(self.origins, self.samples):
             part = np.ascontiguousarray(_crop(img, origin, self.tile))
             t = time.perf_counter()
@@ -207,6 +225,13 @@ class Reference:
             meas.append(measure(labels))
             t_meas += time.perf_counter() - t
         return meas, resp, t_seg, t_meas, t_filt, float(np.mean(power))
+
+    def labels(self, img: np.ndarray) -> np.ndarray:
+        """The segmenter's labels of a whole frame, after the transform (if any)."""
+        if self.segmenter is None:
+            raise GateError("no segmenter")
+        t = self.config.transform
+        return np.asarray(self.segmenter(img if t is None else t(img)))
 
     def _merged(self, parts: list[Measurements]) -> Measurements:
         if len(parts) == 1:
@@ -270,6 +295,8 @@ class Reference:
             "filters": cfg.filters.get_config(),
             "filter_pixels": int(sum(r.shape[1] for r in self.responses["raw"])),
             "max_match_distance_px": cfg.max_match_distance_px,
+            "replicas_around": cfg.replicas_around,
+            "transform": None if cfg.transform is None else repr(cfg.transform),
             "policy": {
                 "false_reject_rate": cfg.policy.false_reject_rate,
                 "margin": cfg.policy.margin,
@@ -306,7 +333,7 @@ def prepare_reference(
     except ModelMismatchError as e:
         raise GateError(f"frame does not match the calibration: {e}") from None
     t0 = time.perf_counter()
-    reps = make_replicas(raw, model, n=cfg.n_replicas, seed=cfg.seed)
+    reps = make_replicas(raw, model, n=cfg.n_replicas, seed=cfg.seed, around=cfg.replicas_around)
     timings = {"replicas": time.perf_counter() - t0, "segmentation": 0.0, "measurement": 0.0, "filters": 0.0}
     tile = None if cfg.tiles is None else cfg.tile_size
     origins = _tile_origins(raw.shape, cfg)
@@ -315,8 +342,9 @@ def prepare_reference(
     per_tile = max(1, cfg.filter_pixels // len(origins))
     rng = np.random.default_rng([cfg.seed, 0xF117])
     samples = []
+    analysed = raw if cfg.transform is None else np.asarray(cfg.transform(raw))  # the shape measured
     for origin in origins:
-        size = int(np.prod(_crop(raw, origin, tile).shape))
+        size = int(np.prod(_crop(analysed, origin, tile).shape))
         samples.append(rng.choice(size, size=min(per_tile, size), replace=False))
     ref = Reference(
         raw=raw, model=model, segmenter=segmenter, config=cfg, tile=tile, origins=origins,

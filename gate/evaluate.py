@@ -272,8 +272,8 @@ def score_codec(ref: Reference, spec: str, *, name: str, sigma: np.ndarray | Non
     r.failing = [j.name for j in rep.verdict.judged if j.judged and not j.passed]
     if ref.segmenter is not None:
         if raw_labels is None:
-            raw_labels = np.asarray(ref.segmenter(raw))
-        d = downstream(raw_labels, np.asarray(ref.segmenter(dec)), max_distance=ref.config.max_match_distance_px)
+            raw_labels = ref.labels(raw)
+        d = downstream(raw_labels, ref.labels(dec), max_distance=ref.config.max_match_distance_px)
         r.seg_f1, r.seg_precision, r.seg_accuracy = d["f1"], d["precision"], d["accuracy"]
         r.matched_objects, r.p_values = d["pairs"], d["p_values"]
         tested = [p for p in d["p_values"].values() if p is not None]
@@ -316,7 +316,7 @@ class FrameScorer:
             if self._sigma is None:
                 r, m = self.ref.raw, self.ref.model
                 self._sigma = sigma_from_model_adu(r, m.offset_adu, m.gain_e_per_adu, m.read_noise_e)
-                self._labels = None if self.ref.segmenter is None else np.asarray(self.ref.segmenter(r))
+                self._labels = None if self.ref.segmenter is None else self.ref.labels(r)
             return self._sigma, self._labels
 
     def score(self, spec: str, dither_seed: int | None = None) -> CodecResult:

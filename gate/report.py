@@ -3,17 +3,17 @@
 Plots (Pomarico et al. 2022): per-object area (volume) differences for the replicas against
 the codec (Fig. 2c); whole-image parameters normalised to raw with the replicas' spread
 (Fig. 2d); mean per-object ε per parameter with its spread over objects and the ±1 lines
-(Fig. 2e); and the model-free filter ε (Fig. 4f,g). Every file is written atomically.
+(Fig. 2e); the noise power against the held-out replicas; and the model-free filter ε (Fig. 4f,g).
+The page is rendered on the shared report kit (:mod:`rawgate.reports`, ``epsilon.html.j2``); every
+file is written atomically.
 """
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from rawgate.calibration._files import atomic_write, to_jsonable
@@ -24,13 +24,6 @@ __all__ = ["write_report", "JSON_NAME", "HTML_NAME"]
 
 JSON_NAME = "epsilon.json"
 HTML_NAME = "report.html"
-_DPI = 110
-
-
-def _save(fig: Figure, path: Path) -> None:
-    FigureCanvasAgg(fig)
-    fig.tight_layout()
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=_DPI))
 
 
 def plot_object_deltas(rep: EpsilonReport) -> Figure | None:
@@ -56,7 +49,8 @@ def plot_object_deltas(rep: EpsilonReport) -> Figure | None:
 
 
 def plot_whole(rep: EpsilonReport) -> Figure | None:
-    """Fig. 2d: whole-image parameters normalised to raw; replicas as mean ± std."""
+    """Fig. 2d: whole-image parameters as their change from raw [%]; the replicas' mean ± std as a
+    band (the camera noise's own spread), the codec as a square."""
     if not rep.whole:
         return None
     names = list(rep.whole)
@@ -65,13 +59,17 @@ def plot_whole(rep: EpsilonReport) -> Figure | None:
     for i, n in enumerate(names):
         w = rep.whole[n]
         base = w["chi_raw"] if w["chi_raw"] else 1.0
-        r = np.asarray(w["chi_replicas"]) / base
-        ax.errorbar(i - 0.12, r.mean(), yerr=r.std(ddof=1), fmt="o", color="C0", capsize=4,
-                    label="replicas" if i == 0 else None)
-        ax.plot(i + 0.12, w["chi_compressed"] / base, "s", color="C3", label="codec" if i == 0 else None)
-    ax.axhline(1.0, color="k", lw=0.8)
+        r = 100.0 * (np.asarray(w["chi_replicas"], float) / base - 1.0)
+        m, s = float(r.mean()), float(r.std(ddof=1)) if r.size > 1 else 0.0
+        ax.fill_between([i - 0.3, i + 0.3], m - s, m + s, color="C0", alpha=0.2, lw=0,
+                        label="replicas: mean ± std" if i == 0 else None)
+        ax.plot([i - 0.3, i + 0.3], [m, m], color="C0", lw=1)
+        ax.plot(i, 100.0 * (w["chi_compressed"] / base - 1.0), "s", color="C3",
+                label=str(rep.meta.get("codec", "codec")) if i == 0 else None)
+    ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xticks(range(len(names)), names)
-    ax.set_ylabel("χ / χ_raw")
+    ax.set_ylabel("change from raw [%]")
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")  # no "+9.999e−1"-style offsets
     ax.legend(fontsize=8)
     return fig
 
@@ -117,72 +115,79 @@ def plot_filters(rep: EpsilonReport) -> Figure:
     return fig
 
 
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}
-td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child{text-align:left}
-.pass{color:#070}.fail{color:#b00;font-weight:bold}.banner{padding:.6em 1em;font-size:1.3em;border-radius:4px}
-.bp{background:#e4f4e4}.bf{background:#f8e0e0}.note{color:#855}"""
+def plot_noise_power(rep: EpsilonReport) -> Figure | None:
+    """The noise power (log2 of the high-frequency power over raw's): raw at 0, each held-out
+    replica, the codec, and the camera-noise range — a codec that smooths noise away falls below."""
+    s = next((x for x in rep.stats if x.name == "noise power"), None)
+    if s is None:
+        return None
+    j = next(x for x in rep.verdict.judged if x.name == s.name)
+    fig = Figure(figsize=(5.0, 2.6))
+    ax = fig.add_subplot()
+    lo = j.lower if j.lower is not None else min(0.0, float(np.min(s.null)))
+    ax.axvspan(lo, j.upper, color="0.88", lw=0, label="camera-noise range")
+    ax.plot(np.asarray(s.null, float), np.zeros(len(s.null)), "o", color="C0", alpha=0.7,
+            label="held-out replicas")
+    ax.plot([0.0], [0.0], "D", color="k", label="raw")
+    ax.plot([s.value], [0.0], "s", color="C0" if j.passed else "C3", ms=9,
+            label=f"{rep.meta.get('codec', 'codec')}: {s.value:+.2f}")
+    ax.set_yticks([])
+    ax.set_xlabel("noise power: log2(high-frequency power / raw's)")
+    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    return fig
+
+
+def _where(rep: EpsilonReport) -> str:
+    """What was checked, in words: the item (or raw file), plane and region, the shape."""
+    m = rep.meta
+    parts = [str(m["item"]) if m.get("item") else str(m.get("raw") or "frame")]
+    if m.get("plane") is not None:
+        parts.append(f"plane {m['plane']}")
+    if m.get("selection"):
+        parts.append(str(m["selection"]))
+    if m.get("region"):
+        parts.append(str(m["region"]))
+    return ", ".join(parts) + f" ({'×'.join(map(str, rep.shape))} px)"
 
 
 def write_report(rep: EpsilonReport, out_dir: str | Path) -> Path:
-    """Write ``epsilon.json``, the plots and ``report.html`` into ``out_dir``; return the page."""
+    """Write ``epsilon.json``, the plots (``plots/*.png``) and ``report.html`` (on the shared
+    report kit, :mod:`rawgate.reports`) into ``out_dir``; return the page."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from rawgate.reports import write_page
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = to_jsonable(rep.to_dict())
     atomic_write(out / JSON_NAME, lambda fh: fh.write((json.dumps(data, indent=1, allow_nan=False) + "\n").encode()))
-    figs = {
-        "object_deltas.png": plot_object_deltas(rep),
-        "whole.png": plot_whole(rep),
-        "object_epsilon.png": plot_object_epsilon(rep),
-        "filters.png": plot_filters(rep),
+    figures = {
+        "object_deltas": plot_object_deltas(rep),
+        "whole": plot_whole(rep),
+        "object_epsilon": plot_object_epsilon(rep),
+        "noise_power": plot_noise_power(rep),
+        "filters": plot_filters(rep),
     }
-    imgs = []
-    for name, fig in figs.items():
-        if fig is not None:
-            _save(fig, out / name)
-            imgs.append(f'<p><img src="{name}" alt="{name}"></p>')
-    v = rep.verdict
-    e = html.escape
+    judged = {j.name: j for j in rep.verdict.judged}
     rows = []
-    judged = {j.name: j for j in v.judged}
     for s in rep.stats:
         j = judged[s.name]
-        lim = f"≤ {j.upper:.3g}" if j.lower is None else f"{j.lower:+.3g} … {j.upper:+.3g}"
-        state = "not judged" if not j.judged else ("ok" if j.passed else f"FAIL ({j.excess:.1f} null σ beyond)")
-        cls = "" if not j.judged else ("pass" if j.passed else "fail")
-        rows.append(
-            f"<tr><td>{e(s.name)}</td><td>{s.value:+.3f}</td><td>{e(lim)}</td>"
-            f"<td>{j.null_mean:+.3f} ± {j.null_std:.3f}</td><td class='{cls}'>{e(state)}</td></tr>"
-        )
-    m = rep.matching
-    match_html = "" if m is None else (
-        f"<p>Objects: {m.n_raw_objects} in the raw segmentation, {m.n_objects_scored} scored. Unmatched (beyond "
-        f"{rep.meta.get('max_match_distance_px')} px): {m.unmatched_fraction_compressed:.1%} in the compressed image, "
-        f"{m.unmatched_fraction_replicas:.1%} on average in the replicas; matched by nearest rather than identical "
-        f"centre: {m.nearest_fraction_compressed:.1%}.</p>"
-    )
-    u = rep.sigma_uncertainty
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ε spot check</title><style>{_CSS}</style></head><body>
-<h1>ε spot check</h1>
-<p class="banner {'bp' if v.passed else 'bf'}">{'PASS' if v.passed else 'FAIL'}: {e(v.reason)}</p>
-<p>Codec <b>{e(str(rep.meta.get('codec')))}</b> on {e(str(rep.meta.get('selection', '')))} {e('×'.join(map(str, rep.shape)))}
-({e(str(rep.meta.get('raw', '')))}); {rep.n_replicas} raw-equivalent replicas, seed {rep.seed}.
-ε = (χ_raw − χ_codec) / σ_raw, with σ_raw the spread over the replicas. σ_raw from {rep.n_replicas} replicas is itself
-uncertain by ±{u['relative_standard_error']:.0%} (95 %: ×{u['ci95_low']:.2f} … ×{u['ci95_high']:.2f}); more replicas narrow it.</p>
-<p>How to read it: every statistic has a <i>camera-noise range</i>, calibrated on the replicas themselves (each held out
-in turn and scored like a codec), widened to include 0 (the raw image) and Bonferroni-corrected over the {v.n_tested}
-statistics tested, so that a perfectly raw-equivalent input fails with probability ≤ {v.false_reject_rate:g}.
-A statistic outside its range means the codec moved that result further than the camera's own noise does.
-Per-object means and spreads are judged against all held-out replicas' per-object ε pooled ({rep.n_replicas} × objects values).
-<i>noise power</i> (log2 of the decoded image's high-frequency power over raw's; raw 0, a replica ≈ +1) is not an ε:
-it fails a codec that smooths the camera noise away, which ε alone cannot see.</p>
-{match_html}
-{''.join(f'<p class="note">note: {e(n)}</p>' for n in rep.notes)}
-{''.join(imgs)}
-<h2>Every statistic</h2>
-<table><tr><th>statistic</th><th>value [σ_raw; noise power: log2]</th><th>camera-noise range</th><th>null (held-out replicas)</th><th></th></tr>
-{''.join(rows)}</table>
-<h2>Timings</h2><p>{e(', '.join(f'{k} {v:.2f} s' for k, v in rep.timings_s.items()))}</p>
-</body></html>"""
-    page_path = out / HTML_NAME
-    atomic_write(page_path, lambda fh: fh.write(page.encode("utf-8")))
-    return page_path
+        rows.append({
+            "name": s.name, "value": f"{s.value:+.3f}",
+            "range": f"≤ {j.upper:.3g}" if j.lower is None else f"{j.lower:+.3g} … {j.upper:+.3g}",
+            "null": f"{j.null_mean:+.3f} ± {j.null_std:.3f}",
+            "state": "not judged" if not j.judged else ("ok" if j.passed else f"FAIL ({j.excess:.1f} null σ beyond)"),
+            "cls": "" if not j.judged else ("pass" if j.passed else "fail"),
+        })
+    try:
+        ver = version("rawgate")
+    except PackageNotFoundError:
+        ver = "(not installed)"
+    from datetime import datetime, timezone
+
+    context = {"rep": rep, "v": rep.verdict, "where": _where(rep), "codec": str(rep.meta.get("codec")),
+               "rows": rows, "m": rep.matching, "u": rep.sigma_uncertainty,
+               "max_match": rep.meta.get("max_match_distance_px"),
+               "timings": ", ".join(f"{k} {t:.2f} s" for k, t in rep.timings_s.items()),
+               "version": ver, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return write_page(out, "epsilon.html.j2", context, figures)

@@ -39,7 +39,7 @@ from scipy import stats as sstats
 
 from .epsilon import EpsilonStat
 
-__all__ = ["Judged", "ParameterRule", "Verdict", "VerdictPolicy", "judge"]
+__all__ = ["DEFAULT_RULES", "Judged", "ParameterRule", "Verdict", "VerdictPolicy", "judge"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,17 @@ class ParameterRule:
     margin: float | None = None
 
 
+#: Reported, not judged, unless a policy says otherwise: ImageJ's FeretX / FeretY are the
+#: coordinates of the Feret caliper's starting point, not a property of the object — a change of
+#: one edge pixel moves the start to the other end of the object, so their per-object ε jumps by
+#: the object's size (on the demo's dense cells, "spread ε FeretY" rejected noisecal copies that
+#: every other statistic passed).
+DEFAULT_RULES: dict[str, ParameterRule] = {
+    f"{kind} ε {name}": ParameterRule(enabled=False)
+    for kind in ("mean", "spread") for name in ("FeretX", "FeretY")
+}
+
+
 @dataclass(frozen=True)
 class VerdictPolicy:
     """How statistics are judged.
@@ -80,7 +91,7 @@ class VerdictPolicy:
     false_reject_rate: float = 0.002
     margin: float = 0.5
     families: tuple[str, ...] = ("whole", "object", "filter", "noise")
-    rules: dict[str, ParameterRule] = field(default_factory=dict)
+    rules: dict[str, ParameterRule] = field(default_factory=lambda: dict(DEFAULT_RULES))
 
     def __post_init__(self) -> None:
         if not 0 < self.false_reject_rate < 1:

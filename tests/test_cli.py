@@ -192,4 +192,9 @@ def test_mismatched_models_are_refused(calibrated, tmp_path):
     m = NoiseModel.load(folder / "noise_model.rgnoise")
     other = dataclasses.replace(m, identity=dataclasses.replace(m.identity, serial="OTHER-CAM"))
     r = run("calibration", "compare", folder / "noise_model.rgnoise", other.save(tmp_path / "o.rgnoise"))
-    assert r.returncode == 2 and "different cameras" in r.stderr and "OTHER-CAM" in r.stderr
+    assert r.returncode == 2 and "different camera configurations" in r.stderr and "OTHER-CAM" in r.stderr
+    assert "model B has 'OTHER-CAM'" in " ".join(r.stderr.split())
+    # a run folder stands for its model; the title names the folders (every model file has one name)
+    r = run("calibration", "compare", folder, folder)
+    assert r.returncode == 0, r.stderr
+    assert f"model A ({folder.name}/)" in " ".join(r.stdout.split())

@@ -124,10 +124,21 @@ def test_demo_story_on_the_simulated_microscope(tmp_path):
     with pytest.raises(FileExistsError, match="not a rawgate demo folder"):
         run_daemon_demo(tmp_path / "d", cal, seed=7, shape=(256, 256), bit_depth=16)
     (tmp_path / "d" / "notes.txt").unlink()
-    rows, cfg = run_daemon_demo(tmp_path / "d", cal, seed=7, shape=(256, 256), bit_depth=16)
+    said: list[str] = []
+    rows, cfg = run_daemon_demo(tmp_path / "d", cal, seed=7, shape=(256, 256), bit_depth=16, say=said.append)
     by = {r.relpath: r for r in rows}
+    # each step is said as it happens, with the codec the rule tried (issue 32, "say what happens")
+    from rawgate.daemon.demo import DEMO_CODEC, LOSSY_TRIAL_CODEC
+
+    for line in ("acquired cells_t3_z3.ome.tif: 9 frames", f"cells_t3_z3.ome.tif: coded with {DEMO_CODEC}",
+                 "cells_t3_z3.ome.tif: ε spot check: approved", "cells_t3_z3.ome.tif: raw data released",
+                 f"lossy-trial/cells_t3_z3.ome.tif: coded with {LOSSY_TRIAL_CODEC}",
+                 "lossy-trial/cells_t3_z3.ome.tif: ε spot check: rejected",
+                 "lossy-trial/cells_t3_z3.ome.tif: archived with jpegxl:effort=1"):
+        assert any(s.startswith(line) for s in said), (line, said)
+    assert by["lossy-trial/cells_t3_z3.ome.tif"].tried == LOSSY_TRIAL_CODEC
     ok, trial = by["cells_t3_z3.ome.tif"], by["lossy-trial/cells_t3_z3.ome.tif"]
-    assert (ok.state, ok.verdict, ok.codec) == ("raw_released", "approved", "noisecal:step=2")
+    assert (ok.state, ok.verdict, ok.codec) == ("raw_released", "approved", DEMO_CODEC)
     assert (tmp_path / "d/raw-released/scope1/cells_t3_z3.ome.tif").is_file()
     assert not (tmp_path / "d/acquisition/cells_t3_z3.ome.tif").exists()
     assert (trial.state, trial.verdict, trial.codec) == ("archived", "rejected", "jpegxl:effort=1")
@@ -156,6 +167,17 @@ def test_demo_story_on_the_simulated_microscope(tmp_path):
         assert rep["matching"]["n_objects_scored"] >= scored and judged, (r.relpath, rep["matching"], rep["notes"])
     trial_rep = json.loads((Path(trial.report).parent / "epsilon.json").read_text())
     assert not trial_rep["verdict"]["passed"] and trial_rep["verdict"]["failed"]
+    # both ε reports open in headless Chromium: no errors, every plot loaded, the header names
+    # the item, plane and region (issue 32, reports)
+    from browser import open_report
+
+    for r, verdict in ((ok, "PASS"), (trial, "FAIL")):
+        page = open_report(Path(r.report), tmp_path / f"{Path(r.relpath).parent.name or 'ok'}.png")
+        assert page["problems"] == [], page["problems"]
+        names = sorted(Path(src).stem for src, *_ in page["images"])
+        assert names == sorted(["object_deltas", "whole", "object_epsilon", "noise_power", "filters"]), names
+        assert all(done and w > 200 and h > 100 for _, done, w, h in page["images"]), page["images"]
+        assert f"{r.relpath}, plane 0" in page["text"] and f"{verdict}:" in page["text"]
 
     # `rawgate archive verify` on the demo's archive: ok; after a byte flip it names the file
     import subprocess

@@ -232,12 +232,10 @@ def test_the_default_codec_set():
     assert "eightbit" in specs and sum(s.startswith("noisecal:step=") for s in specs) == 3
 
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's chromium, installed by `make test`
-
-
 def test_html_report_opens_in_headless_chromium_with_every_plot(world, tmp_path):
     """The HTML report (issue 28, slice 6): opened in real headless Chromium, no console errors,
     the tables and the recommendation on the page, every plot image loaded; a screenshot."""
+    from browser import CHROMIUM, open_report
     from playwright.sync_api import sync_playwright
 
     d = world["dir"]
@@ -257,19 +255,13 @@ def test_html_report_opens_in_headless_chromium_with_every_plot(world, tmp_path)
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
-            problems: list[str] = []
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("requestfailed", lambda q: problems.append(f"failed: {q.url}"))
             page.goto(page_file.as_uri(), wait_until="load")
-            shot = page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-            images = page.eval_on_selector_all(
-                "img", "imgs => imgs.map(i => [i.getAttribute('src'), i.complete, i.naturalWidth, i.naturalHeight])")
-            heads = page.eval_on_selector_all("h2", "hs => hs.map(h => h.textContent.trim())")
             rows = page.eval_on_selector_all("table.eps tr", "rs => rs.length")
             box = page.inner_text(".box")
         finally:
             browser.close()
+    seen = open_report(page_file, tmp_path / "report.png")
+    problems, images, heads, shot = seen["problems"], seen["images"], seen["headings"], seen["screenshot"]
     assert problems == []
     assert sorted(src for src, *_ in images) == [f"plots/{p}" for p in plots]
     assert all(ok and w > 100 and h > 100 for _, ok, w, h in images), images

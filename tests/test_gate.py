@@ -3,6 +3,8 @@ spot check and the ``rawgate check`` / ``rawgate segmenter`` commands."""
 
 from __future__ import annotations
 
+import json
+
 import pickle
 import sys
 import textwrap
@@ -446,6 +448,10 @@ def test_cli_train_and_check(world, tmp_path):
                             str(tmp_path / "labels.npy"), "--out", str(model), "--trees", "10", "--scales", "1,2"])
     assert r.exit_code == 0, r.output
     assert model.exists()
+    r = runner.invoke(app, ["segmenter", "show", str(model)], terminal_width=100)
+    assert r.exit_code == 0 and "10 trees" in r.output and "2-D" in r.output and "class 2:" in r.output, r.output
+    r = runner.invoke(app, ["segmenter", "show", str(model), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["n_trees"] == 10
     base = ["check", str(tmp_path / "raw.npy"), "--calibration", str(cal), "--segmenter", str(model)]
     r = runner.invoke(app, base + ["--codec", "noisecal", "--report", str(tmp_path / "ok")])
     assert r.exit_code == 0, r.output
@@ -453,6 +459,17 @@ def test_cli_train_and_check(world, tmp_path):
     r = runner.invoke(app, base + ["--codec", "jpeg:ratio=100", "--report", str(tmp_path / "bad")])
     assert r.exit_code == 1, r.output
     assert "FAIL" in r.output
+    # replicas around the denoised estimate (issue 31): noisecal still passes, JPEG 100:1 still
+    # fails, and the report says how the replicas were drawn
+    r = runner.invoke(app, base + ["--codec", "noisecal", "--replicas-around", "estimate", "--report", str(tmp_path / "e")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "e" / "epsilon.json").read_text())["meta"]["replicas_around"] == "estimate"
+    assert "around a denoised estimate of the mean image" in (tmp_path / "e" / "report.html").read_text()
+    r = runner.invoke(app, base + ["--codec", "jpeg:ratio=100", "--replicas-around", "estimate", "--report",
+                                   str(tmp_path / "e2")])
+    assert r.exit_code == 1, r.output
+    r = runner.invoke(app, base + ["--codec", "noisecal", "--replicas-around", "truth", "--report", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "replicas_around" in r.output
     # bad input: a file that is not a segmenter, no calibration
     (tmp_path / "junk.skops").write_bytes(b"not a model")
     r = runner.invoke(app, ["check", str(tmp_path / "raw.npy"), "--calibration", str(cal), "--segmenter",
@@ -461,3 +478,18 @@ def test_cli_train_and_check(world, tmp_path):
     r = runner.invoke(app, ["check", str(tmp_path / "raw.npy"), "--report", str(tmp_path / "y")])
     assert r.exit_code == 2 and "--calibration" in r.output
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_a_z_plane_of_a_stack_is_checked_as_a_frame():
+    """`--plane Z` (issue 32): one Z plane of a stack for a 2-D segmenter; `--frame` the time point."""
+    from rawgate.daemon.cli_gate import _select
+
+    a = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
+    x, what = _select(a, "TZYX", 1, None, 2)
+    assert np.array_equal(x, a[1, 2]) and what == "2-D frame (T=1, Z=2)"
+    x, what = _select(a, "TZYX", 1, None)
+    assert x.shape == (3, 4, 5) and what == "3-D volume (T=1)"
+    with pytest.raises(ValueError, match="no Z axis"):
+        _select(a[0], "TYX", 0, None, 1)
+    with pytest.raises(ValueError, match="cannot go with --volume"):
+        _select(a, "TZYX", 0, True, 1)

@@ -57,3 +57,31 @@ def test_seeded_and_3d(default_model):
 def test_mismatch_is_refused(default_model):
     with pytest.raises(ModelMismatchError):
         replicas(np.zeros((10, 10), np.uint16), default_model, n=2)
+
+
+@pytest.mark.parametrize("scale", [0.02, 1.0])  # ≈ 16 and 800 photo-electrons of signal
+def test_replicas_around_the_estimate_are_one_camera_noise_from_the_truth(scale):
+    """The paper's replicas (around raw) scatter around the true mean by twice the camera
+    variance; around the denoised estimate they come close to a second acquisition's one, and
+    stay unbiased (truth: the mean of 64 repeated acquisitions of the same scene)."""
+    from rawgate.calibration import scenes
+    from rawgate.calibration.replicas import estimate_mean
+    from rawgate.calibration.simulation import make_sensor_truth, render_frames, truth_noise_model
+
+    truth = make_sensor_truth((128, 128), seed=2)
+    model = truth_noise_model(truth)
+    sc = scenes.microspheres((128, 128), seed=1)
+    frames = render_frames(truth, sc.flux * scale, sc.exposure_ms, 65, np.random.default_rng(0)).astype(np.float64)
+    mean, var = frames[1:].mean(0), frames[1:].var(0, ddof=1).mean()
+    raw = frames[0].astype(np.uint16)
+    spread = {}
+    for mode in ("raw", "estimate"):
+        r = replicas(raw, model, n=10, seed=1, around=mode).astype(np.float64)
+        spread[mode] = ((r - mean) ** 2).mean() / var
+        assert abs((r.mean(0) - mean).mean()) < 0.05 * np.sqrt(var), mode
+    assert 1.85 < spread["raw"] < 2.15, spread
+    assert spread["estimate"] < 1.45 and spread["estimate"] < spread["raw"] - 0.5, spread
+    est = estimate_mean(raw, model)
+    assert est.shape == raw.shape and ((est - mean) ** 2).mean() < 0.45 * var
+    with pytest.raises(ValueError, match="around"):
+        replicas(raw, model, n=3, around="truth")

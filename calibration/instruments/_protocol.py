@@ -55,13 +55,14 @@ class CameraIdentity:
             readout_mode=str(d.get("readout_mode", "")),
         )
 
-    def mismatches(self, other: "CameraIdentity") -> list[str]:
-        """Fields on which a frame from ``other`` cannot use a model made for ``self``."""
+    def mismatches(self, other: "CameraIdentity", labels: tuple[str, str] = ("model", "camera")) -> list[str]:
+        """Fields on which a frame from ``other`` cannot use a model made for ``self``, worded
+        with ``labels`` for the two sides (``("model A", "model B")`` when comparing models)."""
         out = []
         for f in ("name", "serial", "bit_depth", "binning", "roi", "readout_mode"):
             a, b = getattr(self, f), getattr(other, f)
             if a != b:
-                out.append(f"{f}: model has {a!r}, camera has {b!r}")
+                out.append(f"{f}: {labels[0]} has {a!r}, {labels[1]} has {b!r}")
         return out
 
 
