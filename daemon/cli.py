@@ -543,6 +543,13 @@ def demo(
         _print_run(run, extra)
         console.rule("rawgate demo 2/2: the daemon archives acquisitions from the simulated microscope")
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        import warnings
+
+        from rawgate.codecs.lossless import RatioNotReachedWarning
+
+        # the lossy trial asks JPEG for 30:1, which dense cells do not reach (≈ 14:1 at the lowest
+        # quality): the ratio reached is in each stream's header; one warning per plane is noise here
+        warnings.filterwarnings("ignore", category=RatioNotReachedWarning)
         logging.getLogger("rawgate.alerts").setLevel(logging.INFO)
         daemon_dir = out / "daemon"
         if (daemon_dir / "rawgate.yaml").is_file():
