@@ -322,6 +322,20 @@ class DaemonConfig(_Strict):
             for b in roots:
                 if a != b and a.is_relative_to(b):
                     raise ValueError(f"watched folder {a} lies inside watched folder {b}")
+        # configs that validate field by field but cannot work (issue 30)
+        state = self.state_dir.resolve()
+        if state == arch or state.is_relative_to(arch) or arch.is_relative_to(state):
+            raise ValueError(f"state_dir {state} and archive_dir {arch} must be separate folders (the ledger "
+                             "and reports are not archive content)")
+        for r in roots:
+            if state == r or state.is_relative_to(r):
+                raise ValueError(f"state_dir {state} lies inside the watched folder {r}: the daemon would "
+                                 "ingest its own ledger and reports")
+            hold = self.retention.holding_dir
+            if self.retention.action == "move" and hold is not None and (
+                    hold.resolve() == r or hold.resolve().is_relative_to(r)):
+                raise ValueError(f"retention.holding_dir {hold.resolve()} lies inside the watched folder {r}: "
+                                 "released raw data would come back as new items")
         return self
 
 
@@ -347,6 +361,21 @@ class RawgateConfig(_Strict):
                     raise ValueError(f"{where} is {spec!r}: an `auto` rate needs the ε spot checks "
                                      "(daemon.gate.enabled: true)")
         return self
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one
+    silently: a second ``daemon:`` section would replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice (first at line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
 class ConfigError(ValueError):
@@ -402,7 +431,7 @@ def load_config(path: str | Path | None, environ: dict[str, str] | None = None) 
         if not p.is_file():
             raise ConfigError(source, [("(file)", "file not found")])
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"

@@ -79,3 +79,34 @@ def test_the_archive_name_models_is_reserved(tmp_path):
     cfg["daemon"]["watch"][0]["name"] = "scope"
     p.write_text(yaml.safe_dump(cfg))
     assert load_config(p, environ={}).daemon.watch[0].archive_name == "scope"
+
+
+def test_configs_that_validate_but_cannot_work_are_refused(tmp_path):
+    """Issue 30: the state folder inside a watched folder or the archive, the holding folder
+    inside a watched folder, a section given twice — each refused with the field and the reason."""
+    import yaml as _yaml
+
+    from rawgate.daemon.config import ConfigError, load_config
+
+    (tmp_path / "acq").mkdir()
+
+    def refused(daemon: dict) -> str:
+        p = tmp_path / "c.yaml"
+        p.write_text(_yaml.safe_dump({"version": 1, "daemon": {"watch": [{"path": "acq"}], **daemon}}))
+        with pytest.raises(ConfigError) as e:
+            load_config(p)
+        return str(e.value)
+
+    assert "ingest its own ledger" in refused({"state_dir": "acq/state", "archive_dir": "archive"})
+    assert "must be separate folders" in refused({"state_dir": "archive", "archive_dir": "archive"})
+    assert "must be separate folders" in refused({"state_dir": "archive/state", "archive_dir": "archive"})
+    assert "come back as new items" in refused({"state_dir": "state", "archive_dir": "archive",
+                                                "retention": {"action": "move", "holding_dir": "acq/held"}})
+    p = tmp_path / "twice.yaml"
+    p.write_text("version: 1\ndaemon:\n  state_dir: s1\ndaemon:\n  state_dir: s2\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert "'daemon' is given twice (first at line 2)" in str(e.value) and "line 4" in str(e.value)
+    p.write_text(_yaml.safe_dump({"version": 1, "daemon": {"watch": [{"path": "acq"}], "state_dir": "state",
+                                                           "archive_dir": "archive"}}))
+    assert load_config(p).daemon.state_dir == tmp_path / "state"
