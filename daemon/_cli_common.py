@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Annotated, Iterator
 
 import typer
 from rich.console import Console
@@ -12,6 +12,12 @@ from .config import ConfigError
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # error lines stay whole in logs
+
+#: options ``rawgate check`` and ``rawgate evaluate`` share (one wording, one default)
+ReplicasOpt = Annotated[int, typer.Option(help="raw-equivalent replicas N")]
+ReplicasAroundOpt = Annotated[str, typer.Option(help="raw (the paper's) or estimate: replicas around a denoised "
+                                                "estimate of the mean image, one camera noise from the truth "
+                                                "(dim data, noise-sensitive segmenters)")]
 
 EXIT_FAILED_CHECK = 1
 EXIT_BAD_INPUT = 2

@@ -23,7 +23,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from ._cli_common import _fail, _user_errors, console
+from ._cli_common import ReplicasAroundOpt, ReplicasOpt, _fail, _user_errors, console
 
 
 def evaluate(
@@ -36,10 +36,8 @@ def evaluate(
     calibration: Annotated[Optional[Path], typer.Option(help="the camera's noise model (.rgnoise); default: "
                                                         "estimated from each frame, marked as such")] = None,
     segmenter: Annotated[Optional[str], typer.Option(help="segmenter: a model file or an entry-point name")] = None,
-    replicas: Annotated[int, typer.Option(help="raw-equivalent replicas N")] = 10,
-    replicas_around: Annotated[str, typer.Option(help="raw (the paper's) or estimate: replicas around a denoised "
-                                                 "estimate of the mean image, one camera noise from the truth "
-                                                 "(dim data, noise-sensitive segmenters)")] = "raw",
+    replicas: ReplicasOpt = 10,
+    replicas_around: ReplicasAroundOpt = "raw",
     seed: Annotated[int, typer.Option(help="seed of the replicas")] = 0,
     frame: Annotated[int, typer.Option(help="which frame of a time series")] = 0,
     volume: Annotated[Optional[bool], typer.Option("--volume/--no-volume", help="treat a 3-D stack as a volume "

@@ -16,7 +16,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from ._cli_common import EXIT_FAILED_CHECK, _fail, _user_errors, console
+from ._cli_common import EXIT_FAILED_CHECK, ReplicasAroundOpt, ReplicasOpt, _fail, _user_errors, console
 
 segmenter_app = typer.Typer(help="Train and inspect segmenters for the ε gate.", no_args_is_help=True)
 
@@ -77,10 +77,8 @@ def check(
     calibration: Annotated[Optional[Path], typer.Option(help="the camera's noise model (.rgnoise)")] = None,
     segmenter: Annotated[Optional[str], typer.Option(help="segmenter: a model file or an entry-point name")] = None,
     decoded: Annotated[Optional[Path], typer.Option(help="use this already-decoded/compressed copy instead of --codec")] = None,
-    replicas: Annotated[int, typer.Option(help="raw-equivalent replicas N")] = 10,
-    replicas_around: Annotated[str, typer.Option(help="raw (the paper's) or estimate: replicas around a denoised "
-                                                 "estimate of the mean image, one camera noise from the truth "
-                                                 "(dim data, noise-sensitive segmenters)")] = "raw",
+    replicas: ReplicasOpt = 10,
+    replicas_around: ReplicasAroundOpt = "raw",
     seed: Annotated[int, typer.Option(help="seed of replicas, tiles and pixel sample")] = 0,
     transform: Annotated[Optional[str], typer.Option(help="run on raw, replicas and decoded before segmenting: "
                                                      "fbp (filtered back-projection of a sinogram, one "
