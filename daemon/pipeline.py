@@ -217,7 +217,7 @@ def _auto_setting(w: Worker, item: Item, watch: WatchConfig, rule_index: int, au
         return rates.search_regions([r for r, _, _, _ in regions], [m for _, _, m, _ in regions], auto,
                                     segmenter=w.segmenter(), gate_config=_gate_config(g))
 
-    setting, searched = rates.setting_for(w.ledger, key, auto, search)
+    setting, searched = rates.setting_for(w.ledger, key, search)
     if searched:
         got = "lossless (no setting passes)" if setting.value is None else auto.at(setting.value)
         sev = "warning" if setting.value is None else "info"

@@ -51,7 +51,7 @@ def search_regions(regions: Sequence[np.ndarray], models: Sequence[NoiseModel], 
     return s.safe, passing, f"{edge}; coded {MARGIN:.0%} below the edge: {s.option}={s.safe:g}"
 
 
-def setting_for(ledger: Ledger, key: RateKey, auto: AutoSpec, search: Any) -> tuple[RateSetting, bool]:
+def setting_for(ledger: Ledger, key: RateKey, search: Any) -> tuple[RateSetting, bool]:
     """The stored setting of ``key``; when none is stored, ``search()`` (returning what
     :func:`search_regions` does) finds one and it is stored. Returns ``(setting, searched now)``."""
     stored = ledger.rate_setting(key)

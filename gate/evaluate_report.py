@@ -68,13 +68,13 @@ def _scatter(ax: Any, rows: list[dict], y: str) -> None:
 def plot_pareto(rows: list[dict]) -> Figure | None:
     """Ratio against the worst statistic's fraction of its pass limit; the pass line at 1 and
     the passing codecs' front (the highest ratio at each level of load)."""
-    rows = [r for r in rows if r["ratio"] and r["limit_fraction"] is not None]
+    # copies: the plotted value is added to each row without touching the caller's
+    rows = [{**r, "_y": max(r["limit_fraction"], 1e-3)} for r in rows
+            if r["ratio"] and r["limit_fraction"] is not None]
     if not rows:
         return None
     fig = Figure(figsize=(7.0, 4.4))
     ax = fig.add_subplot()
-    for r in rows:
-        r["_y"] = max(r["limit_fraction"], 1e-3)
     _scatter(ax, rows, "_y")
     ok = sorted((r for r in rows if r["passed"]), key=lambda r: r["ratio"])
     front, best = [], -1.0
