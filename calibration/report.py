@@ -46,6 +46,8 @@ __all__ = [
     "plot_linearity",
     "plot_maps",
     "plot_bad_pixels",
+    "map_outliers",
+    "bad_pixel_legend",
     "map_statistics",
     "to_jsonable",
     "REPORT_NAME",
@@ -64,7 +66,7 @@ PLOT_FILES: dict[str, str] = {
     "maps": "maps.png",
     "bad_pixels": "bad_pixels.png",
 }
-#: Maps larger than this on a side are shown with a stride (display only; statistics use all).
+#: Maps larger than this on a side are shown in blocks (display only; statistics use all).
 MAX_DISPLAY_PX = 1024
 #: The bad-pixel map is OR-pooled down to at most this many pixels a side so that isolated
 #: defects stay visible at screen resolution.
@@ -420,10 +422,23 @@ def plot_linearity(emva: EMVAResult) -> Figure:
     return fig
 
 
-def _stride(a: np.ndarray, limit: int = MAX_DISPLAY_PX) -> tuple[np.ndarray, int]:
-    """``a`` subsampled with an integer stride so that no side exceeds ``limit``."""
+def _extreme_pool(a: np.ndarray, centre: float,
+                  limit: int = MAX_DISPLAY_PX) -> tuple[np.ndarray, int]:
+    """``a`` pooled into ``s × s`` blocks (``s`` chosen so that no side exceeds ``limit``),
+    each block shown by its value furthest from ``centre``, so that a single outlier pixel
+    survives the reduction (a stride or a mean would drop or dilute it). NaN only where a whole
+    block is NaN. (Hand-written: skimage's ``block_reduce`` takes a reducer but not an
+    argmax-by-distance that keeps the sign.)"""
     s = max(1, math.ceil(max(a.shape) / limit))
-    return a[::s, ::s], s
+    if s == 1:
+        return a, 1
+    blocks = _blocks(np.asarray(a, np.float64), s, np.nan)
+    dev = np.abs(blocks - (centre if math.isfinite(centre) else 0.0))
+    all_nan = np.isnan(dev).all(axis=2)
+    idx = np.nanargmax(np.where(all_nan[..., None], 0.0, dev), axis=2)
+    out = np.take_along_axis(blocks, idx[..., None], axis=2)[..., 0]
+    out[all_nan] = np.nan
+    return out, s
 
 
 def _robust_levels(v: np.ndarray) -> tuple[float, float, float]:
@@ -450,16 +465,47 @@ def _map_panel(fig: Figure, ax_img: Any, ax_hist: Any, a: np.ndarray, good: np.n
 
 def _image_panel(fig: Figure, ax: Any, a: np.ndarray, vmin: float, vmax: float, med: float,
                  title: str, unit: str, cmap: str) -> None:
-    """The map as an image (strided when large), NaN in grey, with a colorbar."""
-    shown, s = _stride(a)
+    """The map as an image (large maps pooled so outliers survive, see :func:`_extreme_pool`),
+    NaN in grey, with a colorbar; pixels far outside the colour range ringed when few."""
+    shown, s = _extreme_pool(a, med)
     cm = colormaps[cmap].with_extremes(bad="0.6")
     im = ax.imshow(shown, cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest",
                    extent=(0, a.shape[1], a.shape[0], 0))
     fig.colorbar(im, ax=ax, label=f"{title.lower()}  [{unit}]", shrink=0.9, extend="both")
+    n_out = _ring_outliers(ax, a, vmin, vmax)
     ax.set_title(f"{title} [{unit}]   median {_fmt(med)}"
-                 + (f"   (display stride {s})" if s > 1 else ""), fontsize=10)
+                 + (f"   ({s}×{s} blocks, most extreme pixel shown)" if s > 1 else "")
+                 + (f"\n{n_out} outlier(s) ringed" if n_out else ""), fontsize=10)
     ax.set_xlabel("x [px]")
     ax.set_ylabel("y [px]")
+
+
+#: Ring at most this many outliers in a map image (more would hide the map).
+MAX_RINGED_OUTLIERS = 200
+
+
+def map_outliers(a: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """``(row, col)`` of the pixels of map ``a`` further outside the colour range
+    ``[vmin, vmax]`` than the range is wide — the few pixels (a stuck offset, a dead gain) that
+    an image of a large sensor would otherwise not show."""
+    span = vmax - vmin
+    a = np.asarray(a, np.float64)
+    with np.errstate(invalid="ignore"):
+        far = (a < vmin - span) | (a > vmax + span)
+    return np.argwhere(far)
+
+
+def _ring_outliers(ax: Any, a: np.ndarray, vmin: float, vmax: float) -> int:
+    """Draw an open ring around each outlier of :func:`map_outliers` when there are at most
+    :data:`MAX_RINGED_OUTLIERS`; returns how many were ringed."""
+    where = map_outliers(a, vmin, vmax)
+    if not 0 < len(where) <= MAX_RINGED_OUTLIERS:
+        return 0
+    ax.scatter(where[:, 1] + 0.5, where[:, 0] + 0.5, s=60, facecolors="none",
+               edgecolors="magenta", linewidths=1.2)
+    ax.set_xlim(0, a.shape[1])
+    ax.set_ylim(a.shape[0], 0)
+    return len(where)
 
 
 def _histogram_panel(ax: Any, v: np.ndarray, vmin: float, vmax: float, med: float,
@@ -540,11 +586,17 @@ def _or_pool(bad: np.ndarray, limit: int = MAX_BAD_DISPLAY_PX) -> tuple[np.ndarr
     f = max(1, math.ceil(max(bad.shape) / limit))
     if f == 1:
         return bad, 1
-    h, w = bad.shape
-    padded = np.zeros((math.ceil(h / f) * f, math.ceil(w / f) * f), bad.dtype)
-    padded[:h, :w] = bad
-    blocks = padded.reshape(padded.shape[0] // f, f, padded.shape[1] // f, f)
-    return np.bitwise_or.reduce(np.bitwise_or.reduce(blocks, axis=3), axis=1), f
+    return np.bitwise_or.reduce(_blocks(bad, f, 0), axis=2), f
+
+
+def _blocks(a: np.ndarray, f: int, fill: Any) -> np.ndarray:
+    """``a`` padded with ``fill`` to a multiple of ``f`` and cut into ``f × f`` blocks:
+    shape ``(rows / f, cols / f, f²)``."""
+    h, w = a.shape
+    hb, wb = math.ceil(h / f), math.ceil(w / f)
+    padded = np.full((hb * f, wb * f), fill, a.dtype)
+    padded[:h, :w] = a
+    return padded.reshape(hb, f, wb, f).transpose(0, 2, 1, 3).reshape(hb, wb, f * f)
 
 
 def _categories(bad: np.ndarray) -> np.ndarray:
@@ -561,6 +613,20 @@ def _categories(bad: np.ndarray) -> np.ndarray:
     return cat
 
 
+def bad_pixel_legend(maps: PixelMaps) -> list[tuple[str, int, int]]:
+    """``(label, pixels, category)`` per legend entry of the bad-pixel map: good, each reason
+    alone, several reasons. Each pixel is counted once, so the counts add up to the sensor's
+    pixel count (the table's per-reason counts overlap: a pixel can have several reasons)."""
+    bad = np.asarray(maps.bad_pixels).astype(np.int64)
+    cat = _categories(bad)
+    counts = np.bincount(cat.ravel(), minlength=len(BAD_PIXEL_REASONS) + 2)
+    rows = [("good", int(counts[0]), 0)]
+    for i, row in enumerate(bad_pixel_table(maps)):
+        rows.append((f"{row['reason']} only", int(counts[i + 1]), i + 1))
+    rows.append(("several reasons", int(counts[-1]), len(BAD_PIXEL_REASONS) + 1))
+    return rows
+
+
 def plot_bad_pixels(maps: PixelMaps) -> Figure:
     """Bad-pixel map coloured by reason (pixels with several reasons in black), with a legend
     giving each reason's count."""
@@ -575,18 +641,10 @@ def plot_bad_pixels(maps: PixelMaps) -> Figure:
     ax = fig.add_subplot()
     ax.imshow(cat, cmap=cmap, norm=norm, interpolation="nearest",
               extent=(0, bad.shape[1], bad.shape[0], 0))
-    full_cat = _categories(bad)
-    handles = [Patch(fc=_GOOD_COLOUR, ec="0.5",
-                     label=f"good ({int((bad == 0).sum())})")]
-    for i, row in enumerate(bad_pixel_table(maps)):
-        if row["count"]:
-            handles.append(Patch(fc=colours[i + 1], ec="0.5",
-                                 label=f"{row['reason']} ({row['count']})"))
-    n_several = int((full_cat == n + 1).sum())
-    if n_several:
-        handles.append(Patch(fc=_SEVERAL_COLOUR, ec="0.5", label=f"several reasons ({n_several})"))
+    handles = [Patch(fc=colours[cat], ec="0.5", label=f"{label} ({count})")
+               for label, count, cat in bad_pixel_legend(maps) if count]
     fig.legend(handles=handles, loc="outside right upper", fontsize=9,
-               title="reason (pixels flagged for it)", frameon=False)
+               title="pixels (each counted once)", frameon=False)
     n_bad = int((bad != 0).sum())
     ax.set_title(f"Bad pixels: {n_bad} of {bad.size} ({n_bad / max(bad.size, 1):.2%})"
                  + (f"; each shown pixel covers {f}×{f} sensor pixels" if f > 1 else ""),
@@ -658,7 +716,9 @@ _PLOT_TEXT: dict[str, tuple[str, str, str]] = {
         "Per-pixel maps",
         "Per-pixel offset, gain, read noise and dark current maps with histograms",
         "Each row shows one per-pixel property as an image (left; colours span the 1st–99th "
-        "percentile of good pixels, so a few extreme pixels do not wash out the picture) and "
+        "percentile of good pixels, so a few extreme pixels do not wash out the picture; a "
+        "large sensor is shown in blocks by each block's most extreme pixel, and pixels far "
+        "outside the colour range are ringed in magenta) and "
         "as a histogram over all pixels with a logarithmic count axis (right; the shaded band "
         "is the colour range). Structure in an image — gradients, column or row stripes, "
         "blobs — is fixed-pattern behaviour of the sensor; a long tail in a histogram (e.g. "
@@ -669,8 +729,10 @@ _PLOT_TEXT: dict[str, tuple[str, str, str]] = {
     "bad_pixels": (
         "Bad-pixel map",
         "Bad-pixel map coloured by reason",
-        "Every flagged pixel, coloured by why it was flagged (legend, with counts); black "
-        "pixels were flagged for more than one reason. A few scattered pixels are normal for "
+        "Every flagged pixel, coloured by why it was flagged; black pixels were flagged for "
+        "more than one reason. The legend counts each pixel once (its only reason, or "
+        "\u201cseveral reasons\u201d), so its counts add up to the sensor; the table above "
+        "counts every reason a pixel has. A few scattered pixels are normal for "
         "sCMOS sensors. Clusters, whole rows or columns, or a large fraction of flagged pixels "
         "point to a sensor defect or to a problem with the sweep (uneven light, too few "
         "frames). On large sensors each shown pixel covers a block, drawn bad when any pixel "
@@ -847,6 +909,9 @@ def _bad_pixel_html(maps: PixelMaps) -> str:
     body = [
         (r["bit"], r["reason"], r["description"], r["count"], f"{r['fraction']:.3%}") for r in rows
     ]
+    n_several = int((_categories(bad.astype(np.int64)) == len(BAD_PIXEL_REASONS) + 1).sum())
+    body.append(("", "several reasons", "flagged for more than one reason (counted in each row "
+                 "above)", n_several, f"{n_several / max(bad.size, 1):.3%}"))
     body.append(("", "any reason", "flagged for at least one reason", n_bad,
                  f"{n_bad / max(bad.size, 1):.3%}"))
     return _table(("bit", "reason", "meaning", "pixels", "fraction"), body, num_cols=(0, 3, 4))

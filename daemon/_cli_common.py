@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from typing import Annotated, Iterator
 
 import typer
+from rich.markup import escape as rich_escape
 from rich.console import Console
 
 from .config import ConfigError
@@ -24,7 +25,8 @@ EXIT_BAD_INPUT = 2
 
 
 def _fail(msg: str, code: int = EXIT_BAD_INPUT) -> None:
-    err.print(f"[bold red]error:[/] {msg}", highlight=False)
+    # the message carries user text (paths, values): never read it as rich markup
+    err.print(f"[bold red]error:[/] {rich_escape(msg)}", highlight=False)
     raise typer.Exit(code)
 
 

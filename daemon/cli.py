@@ -425,10 +425,10 @@ def calibration_estimate(
         Optional[float], typer.Option("--offset", help="Camera offset [ADU] if known (default: the data's dark level)")
     ] = None,
     gain: Annotated[
-        Optional[float], typer.Option("--gain", help="Camera gain [e-/ADU] from its datasheet or Micro-Manager's "
+        Optional[float], typer.Option("--gain", help="Camera gain \\[e-/ADU] from its datasheet or Micro-Manager's "
                                       "camera properties; with --read-noise: a model from these values alone")
     ] = None,
-    read_noise: Annotated[Optional[float], typer.Option("--read-noise", help="Read noise [e- rms], with --gain")] = None,
+    read_noise: Annotated[Optional[float], typer.Option("--read-noise", help="Read noise \\[e- rms], with --gain")] = None,
     bit_depth: Annotated[Optional[int], typer.Option("--bit-depth", help="ADC bits (default: the data type's)")] = None,
 ) -> None:
     """ESTIMATE a global noise model from image data when no calibration exists (not a calibration).

@@ -89,7 +89,7 @@ def check(
     plane: Annotated[Optional[int], typer.Option(help="check this Z plane of a stack as a 2-D frame (a 2-D "
                                                  "segmenter on a Z stack)")] = None,
     tiles: Annotated[Optional[int], typer.Option(help="check only this many seeded tiles")] = None,
-    tile_size: Annotated[int, typer.Option(help="tile edge [pixels]")] = 512,
+    tile_size: Annotated[int, typer.Option(help="tile edge \\[pixels]")] = 512,
     false_reject_rate: Annotated[float, typer.Option(help="α: chance a raw-equivalent input fails")] = 0.002,
     report: Annotated[Path, typer.Option(help="folder for epsilon.json and report.html")] = Path("epsilon-report"),
     json_out: Annotated[bool, typer.Option("--json", help="print the verdict as JSON")] = False,
@@ -193,11 +193,11 @@ def segmenter_train(
     image: Annotated[Path, typer.Option(help="raw image the labels were drawn on (2-D or a 3-D stack)")],
     labels: Annotated[Path, typer.Option(help="sparse label image: 0 unlabelled, 1 background, 2 foreground")],
     out: Annotated[Path, typer.Option(help="model file to write (.skops)")],
-    scales: Annotated[str, typer.Option(help="feature scales σ [pixels], comma-separated")] = "0.7,1.6,3.5",
+    scales: Annotated[str, typer.Option(help="feature scales σ \\[pixels], comma-separated")] = "0.7,1.6,3.5",
     trees: Annotated[int, typer.Option(help="random-forest trees")] = 100,
     max_depth: Annotated[Optional[int], typer.Option(help="tree depth limit (default: none)")] = None,
     threshold: Annotated[float, typer.Option(help="foreground probability threshold")] = 0.5,
-    min_size: Annotated[int, typer.Option(help="drop objects smaller than this [pixels/voxels]")] = 0,
+    min_size: Annotated[int, typer.Option(help="drop objects smaller than this \\[pixels/voxels]")] = 0,
     foreground: Annotated[int, typer.Option(help="label value meaning foreground")] = 2,
     seed: Annotated[int, typer.Option(help="seed of the forest")] = 0,
 ) -> None:

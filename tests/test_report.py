@@ -18,7 +18,11 @@ from rawgate.calibration.report import (
     PLOT_FILES,
     REPORT_NAME,
     SUMMARY_NAME,
+    _extreme_pool,
     _or_pool,
+    bad_pixel_legend,
+    map_outliers,
+    plot_maps,
     write_calibration_report,
 )
 from rawgate.calibration.sweep import SweepPlan, run_sweep
@@ -184,3 +188,61 @@ def test_no_pyplot_state(small, tmp_path):
     write_calibration_report(fit, identity, tmp_path)
     if not had_pyplot:
         assert "matplotlib.pyplot" not in sys.modules
+
+
+def test_bad_pixel_legend_counts_each_pixel_once(small):
+    """The legend partitions the sensor (its counts add up), unlike the per-reason counts of
+    the table, in which a pixel with two reasons counts twice."""
+    _, fit = small
+    bad = np.zeros((40, 50), np.uint8)
+    bad[1, 1] = BAD_HOT
+    bad[2, 2] = BAD_NOISY
+    bad[3, 3] = BAD_HOT | BAD_NOISY
+    bad[4, 4:7] = BAD_HOT
+    maps = dataclasses.replace(fit.maps, bad_pixels=bad)
+    legend = {label: n for label, n, _ in bad_pixel_legend(maps)}
+    assert sum(legend.values()) == bad.size
+    assert legend["good"] == bad.size - 6
+    assert legend["several reasons"] == 1
+    hot = next(k for k in legend if k.startswith("hot") or "hot" in k.lower())
+    assert legend[hot] == 4  # (1, 1) and the three of row 4; not the pixel with two reasons
+    assert sum(((bad & BAD_HOT) > 0).ravel()) == 5  # what the table counts
+
+
+def test_a_single_offset_outlier_survives_the_display_reduction():
+    """A 2048² offset map with one stuck pixel: block pooling keeps its value (a stride would
+    drop it with probability 1 − 1/s²), and the image rings it."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(100.0, 1.0, (2048, 2048))
+    a[1001, 1333] = 160.0
+    shown, s = _extreme_pool(a, 100.0)
+    assert s == 2 and shown.shape == (1024, 1024)
+    assert shown[1001 // 2, 1333 // 2] == 160.0
+    assert int((shown > 110).sum()) == 1
+    lo, hi = np.percentile(a, [1, 99])
+    assert map_outliers(a, lo, hi).tolist() == [[1001, 1333]]
+    a[5, 7] = np.nan  # NaN is no outlier, and an all-NaN block stays NaN
+    a[:2, :2] = np.nan
+    shown, _ = _extreme_pool(a, 100.0)
+    assert np.isnan(shown[0, 0]) and np.isfinite(shown[2, 3])
+
+
+def test_map_image_rings_outliers(small):
+    """The simulated sensor's planted offset outliers are ringed, and one more planted here
+    adds one ring at its position."""
+    _, fit = small
+    maps = fit.maps
+
+    def ringed(m):
+        ax = plot_maps(m).axes[0]
+        found = re.search(r"(\d+) outlier\(s\) ringed", ax.get_title())
+        rings = [c for c in ax.collections if len(c.get_offsets())]
+        return (int(found.group(1)) if found else 0,
+                {tuple(o) for o in rings[0].get_offsets()} if rings else set())
+
+    n0, at0 = ringed(maps)
+    assert n0 == len(at0) >= 1  # the simulation plants offset outliers
+    offset = np.array(maps.offset_adu, np.float64)
+    offset[10, 20] = np.median(offset) + 50 * (np.percentile(offset, 99) - np.percentile(offset, 1))
+    n1, at1 = ringed(dataclasses.replace(maps, offset_adu=offset))
+    assert n1 == n0 + 1 and at1 - at0 == {(20.5, 10.5)}
