@@ -37,6 +37,8 @@ from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .names import shown
+
 __all__ = [
     "SEVERITY_RANK",
     "Alert",
@@ -267,6 +269,9 @@ class Alert:
     def __post_init__(self) -> None:
         if self.severity not in SEVERITY_RANK:
             raise ValueError(f"severity must be one of {list(SEVERITY_RANK)}, not {self.severity!r}")
+        # a file name that is not UTF-8 must not stop a webhook, an e-mail or the log line
+        for name in ("key", "title", "text", "item"):
+            object.__setattr__(self, name, shown(getattr(self, name)))
 
     @property
     def at_iso(self) -> str:

@@ -66,6 +66,7 @@ from rawgate.codecs.containers import (
     write_ome_tiff,
 )
 from rawgate.codecs.planes import PlaneStack
+from .names import utf8_safe
 
 __all__ = [
     "FOLDER_KINDS",
@@ -247,6 +248,7 @@ def archive_relpath(relpath: str, kind: str) -> str:
     ``x.ome.tif``); a dataset folder (kinds in :data:`FOLDER_KINDS`: ``"ndtiff"``,
     ``"sequence"``) becomes one file named after it (``a/acq_1`` → ``a/acq_1.ome.tif``).
     Items whose names differ only in the suffix (``x.tif``, ``x.npy``) map to the same copy.
+    A name that is not valid UTF-8 has each such byte written as ``~XX`` (:func:`.names.utf8_safe`).
 
     Parameters
     ----------
@@ -274,7 +276,8 @@ def archive_relpath(relpath: str, kind: str) -> str:
             name = stem
         if name.lower().endswith(".ome") and len(name) > 4:
             name = name[:-4]
-    return "/".join([*parts[:-1], name + ARCHIVE_SUFFIX])
+    # a name that is not UTF-8 is archived under its ~XX-escaped form (valid in the manifest)
+    return utf8_safe("/".join([*parts[:-1], name + ARCHIVE_SUFFIX]))
 
 
 def sha256_file(path: Path | str) -> str:
@@ -318,7 +321,7 @@ def combine_digests(per_file: Mapping[str, str]) -> str:
     if len(per_file) == 1:
         return next(iter(per_file.values()))
     lines = sorted(f"{sha}  {rel}\n" for rel, sha in per_file.items())
-    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
+    return hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def free_bytes(path: Path | str) -> int:

@@ -14,9 +14,11 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ._cli_common import EXIT_BAD_INPUT, EXIT_FAILED_CHECK, _fail, _user_errors, console
 from .config import RawgateConfig, load_config
+from .names import from_db_path, shown
 
 quarantine_app = typer.Typer(help="Items the daemon set aside, with the reason.", no_args_is_help=True)
 archive_app = typer.Typer(help="Check the archive: checksums, manifest, ledger, decoding.", no_args_is_help=True)
@@ -74,7 +76,8 @@ def status(
             counts = {s.value: n for s, n in ledger.counts().items()}
             items = ledger._db.execute(  # noqa: SLF001 - read-only listing
                 "SELECT * FROM items ORDER BY updated_at DESC LIMIT ?", (recent,)).fetchall()
-            rows = [dict(r) for r in items]
+            # paths as printable text (a name that is not UTF-8 shows its bytes as \xNN)
+            rows = [{k: shown(from_db_path(v)) for k, v in dict(r).items()} for r in items]
             raw = sum(r.raw_bytes or 0 for r in ledger.items(ItemState.ARCHIVED, ItemState.RAW_RELEASED))
             arch = sum(r.archive_bytes or 0 for r in ledger.items(ItemState.ARCHIVED, ItemState.RAW_RELEASED))
             rates = [{"watch": s.key.watch, "rule": s.key.rule, "camera": s.key.camera, "auto": s.key.auto_spec,
@@ -121,13 +124,13 @@ def status(
         r.add_column("codec", overflow="fold")
         for row in rows:
             state = row["state"] + (f" ({row['verdict']})" if row["verdict"] else "")
-            r.add_row(str(row["id"]), row["relpath"], state, row["codec"] or "")
+            r.add_row(str(row["id"]), Text(row["relpath"]), state, row["codec"] or "")
         console.print(r)
         for row in rows:
             why = row["reason"] or row["note"]
             if why or row["archive_path"]:
-                console.print(f"{row['id']}: " + "; ".join(
-                    x for x in (row["archive_path"] and f"archive/{row['archive_path']}", why) if x),
+                console.print(Text(f"{row['id']}: " + "; ".join(
+                    x for x in (row["archive_path"] and f"archive/{row['archive_path']}", why) if x)),
                     highlight=False, soft_wrap=True)
 
 
@@ -143,12 +146,12 @@ def retry(
         with _ledger(cfg) as ledger:
             found = _find(ledger, cfg, item)
             if found.state is not ItemState.QUARANTINED:
-                _fail(f"item {found.id} ({found.relpath}) is {found.state}, not quarantined")
+                _fail(f"item {found.id} ({shown(found.relpath)}) is {found.state}, not quarantined")
             try:
                 ledger.retry(found.id)
             except StaleTransitionError as e:
                 _fail(str(e))
-    console.print(f"item {found.id} ({found.relpath}) will be processed again")
+    console.print(Text(f"item {found.id} ({shown(found.relpath)}) will be processed again"))
 
 
 def _find(ledger, cfg: RawgateConfig, key: str):
@@ -186,7 +189,8 @@ def quarantine_list(
         with _ledger(cfg) as ledger:
             items = ledger.items(ItemState.QUARANTINED)
     if json_out:
-        console.print_json(json.dumps([{"id": i.id, "root": i.root, "relpath": i.relpath, "reason": i.reason,
+        console.print_json(json.dumps([{"id": i.id, "root": shown(i.root), "relpath": shown(i.relpath),
+                                        "reason": i.reason,
                                         "attempts": i.attempts, "since": i.updated_at} for i in items]))
         return
     if not items:
@@ -196,8 +200,8 @@ def quarantine_list(
     for col in ("id", "folder", "item", "since", "reason"):
         t.add_column(col)
     for i in items:
-        t.add_row(str(i.id), i.root, i.relpath, time.strftime("%Y-%m-%d %H:%M", time.localtime(i.updated_at)),
-                  i.reason or "")
+        t.add_row(str(i.id), Text(shown(i.root)), Text(shown(i.relpath)),
+                  time.strftime("%Y-%m-%d %H:%M", time.localtime(i.updated_at)), Text(i.reason or ""))
     console.print(t)
 
 

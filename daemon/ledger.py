@@ -30,6 +30,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from .names import db_path, from_db_path, shown
+
 __all__ = ["Item", "ItemState", "Ledger", "LedgerError", "StaleTransitionError", "TRANSITIONS"]
 
 
@@ -66,6 +68,10 @@ TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
 #: Columns a transition may set besides the state.
 FIELDS = ("kind", "size", "mtime_ns", "codec", "archive_path", "sha256_raw", "sha256_archive", "verdict", "reason",
           "note", "report_path", "raw_bytes", "archive_bytes", "complete_at", "archived_at", "manifest_sha256")
+
+#: Columns holding file-system paths: stored losslessly by :func:`.names.db_path` (a name that is
+#: not UTF-8 as its bytes); every other text a transition sets goes through :func:`.names.shown`.
+_PATH_FIELDS = ("root", "relpath", "archive_path", "report_path")
 
 #: 2: ``items.manifest_sha256`` and the ``model_files`` table
 _SCHEMA_VERSION = 2
@@ -211,6 +217,8 @@ class Item:
     def _from_row(cls, row: sqlite3.Row) -> Item:
         d = dict(row)
         d["state"] = ItemState(d["state"])
+        for k in _PATH_FIELDS:
+            d[k] = from_db_path(d[k])
         return cls(**d)
 
 
@@ -291,10 +299,11 @@ class Ledger:
             cur = db.execute(
                 "INSERT INTO items (root, relpath, kind, state, size, mtime_ns, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (root, relpath) DO NOTHING",
-                (root, relpath, kind, S.DISCOVERED.value, size, mtime_ns, now, now),
+                (db_path(root), db_path(relpath), kind, S.DISCOVERED.value, size, mtime_ns, now, now),
             )
             created = cur.rowcount == 1
-            row = db.execute("SELECT * FROM items WHERE root = ? AND relpath = ?", (root, relpath)).fetchone()
+            row = db.execute("SELECT * FROM items WHERE root = ? AND relpath = ?",
+                             (db_path(root), db_path(relpath))).fetchone()
             if created:
                 db.execute("INSERT INTO events (item_id, at, from_state, to_state, detail) VALUES (?, ?, NULL, ?, ?)",
                            (row["id"], now, S.DISCOVERED.value, None))
@@ -328,7 +337,8 @@ class Ledger:
             cur = db.execute(
                 f"UPDATE items SET state = ?, updated_at = ?{', ' + sets if sets else ''}{extra} "
                 f"WHERE id = ? AND state = ?{guard}",
-                (new.value, now, *fields.values(), item_id, expected.value),
+                (new.value, now, *(db_path(v) if k in _PATH_FIELDS else shown(v) for k, v in fields.items()),
+                 item_id, expected.value),
             )
             if cur.rowcount != 1:
                 row = db.execute("SELECT state, verdict FROM items WHERE id = ?", (item_id,)).fetchone()
@@ -366,7 +376,8 @@ class Ledger:
         return Item._from_row(row)
 
     def find(self, root: str, relpath: str) -> Item | None:
-        row = self._db.execute("SELECT * FROM items WHERE root = ? AND relpath = ?", (root, relpath)).fetchone()
+        row = self._db.execute("SELECT * FROM items WHERE root = ? AND relpath = ?",
+                               (db_path(root), db_path(relpath))).fetchone()
         return None if row is None else Item._from_row(row)
 
     def items(self, *states: ItemState) -> list[Item]:
@@ -439,7 +450,7 @@ class Ledger:
         with self._transaction() as db:
             db.execute(f"{verb} INTO rate_settings (watch, rule, camera, auto_spec, value, passing, source, history, "
                        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (*key.as_row(), value, json.dumps(sorted(passing)), source, hist, now))
+                       (*key.as_row(), value, json.dumps(sorted(passing)), shown(source), hist, now))
         stored = self.rate_setting(key)
         assert stored is not None
         return stored
@@ -459,7 +470,7 @@ class Ledger:
 
     def holder_of(self, archive_path: str) -> int | None:
         """Id of the item whose archive copy is at ``archive_path`` (relative to the archive)."""
-        row = self._db.execute("SELECT id FROM items WHERE archive_path = ?", (archive_path,)).fetchone()
+        row = self._db.execute("SELECT id FROM items WHERE archive_path = ?", (db_path(archive_path),)).fetchone()
         return None if row is None else int(row["id"])
 
     def history(self, item_id: int) -> list[tuple[str | None, str, float]]:

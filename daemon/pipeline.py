@@ -116,7 +116,7 @@ def sample_planes(n_planes: int, *, first_frame: bool, fraction: float, max_fram
     The choice depends only on ``seed`` and ``key`` (the item's path), so a re-run after a crash
     checks the same planes.
     """
-    rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+    rng = np.random.default_rng([seed, zlib.crc32(key.encode("utf-8", "surrogateescape"))])
     picks = [0] if first_frame and n_planes > 0 else []
     if n_planes > 1 and fraction > 0:
         others = np.flatnonzero(rng.random(n_planes - 1) < fraction) + 1
@@ -342,7 +342,7 @@ def _check_regions(raw: np.ndarray, decoded: np.ndarray, model: NoiseModel, g: A
     if g.tiles is None or (t >= h and t >= w):
         return [(raw, decoded, model, "whole plane")]
     t = min(t, h, w)
-    rng = np.random.default_rng([g.seed, zlib.crc32(key.encode())])
+    rng = np.random.default_rng([g.seed, zlib.crc32(key.encode("utf-8", "surrogateescape"))])
     out = []
     for _ in range(g.tiles):
         y0, x0 = int(rng.integers(0, h - t + 1)), int(rng.integers(0, w - t + 1))

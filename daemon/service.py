@@ -37,6 +37,7 @@ from .completeness import QuietTracker, check as check_complete
 from .config import RawgateConfig, WatchConfig
 from .ledger import ItemState, Ledger, StaleTransitionError
 from .metrics import Metrics
+from .names import shown
 from .notify import Notifier
 from .pipeline import LEDGER_NAME, Outcome, init_worker, release_due, run_in_worker, staging_dir
 from .sources import ItemRef, classify, scan
@@ -312,7 +313,7 @@ class Service:
                               item=f"{out.root}/{out.relpath}"))
         if out.state in (S.ARCHIVED.value, S.RAW_RELEASED.value):
             self._manifest_dirty = True
-        log.info("item %d %s: %s%s", out.item_id, out.relpath, outcome,
+        log.info("item %d %s: %s%s", out.item_id, shown(out.relpath), outcome,
                  f" ({out.reason or out.note})" if (out.reason or out.note) else "")
 
     def _alert(self, alert: Alert) -> None:

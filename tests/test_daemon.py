@@ -303,3 +303,34 @@ def test_polling_observer_and_systemd_notify(tmp_path):
     finally:
         sock.close()
         t.close()
+
+
+def test_a_file_name_that_is_not_utf8_is_archived_beside_a_normal_one(tree):
+    """``bad\\xffname.tif`` in a watched folder (an SMB share written from another code page)
+    once stopped ``rawgate run`` at start-up with a UnicodeEncodeError. Now both files are
+    archived and released, the copy is named with ``~FF`` (valid UTF-8, so the BagIt manifest is
+    valid for bagit-python too), status and the alerts show the name printable."""
+    import bagit
+
+    t = tree
+    t.write_tiff("good.tif")
+    written = t.write_tiff("x.tif")
+    bad = os.fsencode(t.acq) + b"/bad\xffname.tif"
+    os.rename(written, bad)
+    t.start()
+    t.wait_ready()
+    wait_until(lambda: t.counts()["raw_released"] == 2, 120, "both items released")
+    _archived_once(t, 2)
+    assert not os.path.exists(bad)
+    copy = t.archive / "data/scope/bad~FFname.ome.tif"
+    assert copy.is_file()
+    with _ledger(t) as led:
+        it = led.find(str(t.acq.resolve()), os.fsdecode(b"bad\xffname.tif"))
+        assert it is not None and it.archive_path == "data/scope/bad~FFname.ome.tif"
+    r = t.cli("status")
+    assert r.returncode == 0 and "bad\\xffname.tif" in r.stdout, r.stdout + r.stderr
+    assert t.stop() == 0
+    assert check_bag(t.archive) == []
+    bagit.Bag(str(t.archive)).validate()
+    r = t.cli("archive", "verify", "--full")
+    assert r.returncode == 0, r.stdout + r.stderr

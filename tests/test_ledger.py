@@ -162,3 +162,24 @@ def test_a_ledger_of_schema_1_is_upgraded_in_place(tmp_path):
         assert led.model_files() == {} and led.problems() == []
         assert led.mark_in_manifest([(a.id, "a" * 64)]) == 1
         assert led.transition(a.id, S.ARCHIVED, S.RAW_RELEASED).state is S.RAW_RELEASED
+
+
+def test_a_name_that_is_not_utf8_round_trips(ledger):
+    """``bad\\xffname.tif`` (from an SMB share with another code page) is stored as its bytes,
+    found again by the same ``str``, and kept apart from its printable look-alike."""
+    name = os.fsdecode(b"day1/bad\xffname.tif")
+    it, created = ledger.discover("/acq", name, "tiff")
+    assert created and it.relpath == name
+    assert os.fsencode(ledger.get(it.id).relpath) == b"day1/bad\xffname.tif"
+    assert ledger.find("/acq", name).id == it.id
+    look_alike, created = ledger.discover("/acq", "day1/bad\\xffname.tif", "tiff")
+    assert created and look_alike.id != it.id
+    # text fields that quote the name are stored printable; the archive path losslessly
+    q = ledger.quarantine(it.id, f"cannot read {name}")
+    assert q.reason == "cannot read day1/bad\\xffname.tif"
+    ledger.retry(it.id)
+    for st in (S.COMPLETE, S.ENCODED, S.VERIFIED, S.CHECKED, S.APPROVED):
+        ledger.transition(it.id, ledger.get(it.id).state, st, verdict="approved" if st is S.APPROVED else None)
+    done = ledger.transition(it.id, S.APPROVED, S.ARCHIVED, archive_path=name, sha256_raw="a", sha256_archive="b")
+    assert done.archive_path == name and ledger.holder_of(name) == it.id
+    assert ledger.problems() == []
