@@ -240,7 +240,7 @@ def _opener(err: int | None):
 
 
 # ====================================================================== paths and hashes
-def archive_relpath(relpath: str, kind: str) -> str:
+def archive_relpath(relpath: str, kind: str, generation: int = 1) -> str:
     """Where an item's archive copy goes, relative to the archive payload root.
 
     Mirrors the watched tree: a file loses its image suffix and gains ``.ome.tif``
@@ -256,6 +256,9 @@ def archive_relpath(relpath: str, kind: str) -> str:
         The item's path relative to the watched root (``/``-separated).
     kind
         The item's kind (``"tiff"``, ``"ome-tiff"``, ``"npy"``, ``"ndtiff"``, ``"sequence"``…).
+    generation
+        The item's generation: a file that came back under an archived name with new content is
+        generation 2, 3, … and archived beside the first as ``x.v2.ome.tif``, ``x.v3.ome.tif``.
 
     Raises
     ------
@@ -277,7 +280,8 @@ def archive_relpath(relpath: str, kind: str) -> str:
         if name.lower().endswith(".ome") and len(name) > 4:
             name = name[:-4]
     # a name that is not UTF-8 is archived under its ~XX-escaped form (valid in the manifest)
-    return utf8_safe("/".join([*parts[:-1], name + ARCHIVE_SUFFIX]))
+    version = f".v{int(generation)}" if generation > 1 else ""
+    return utf8_safe("/".join([*parts[:-1], name + version + ARCHIVE_SUFFIX]))
 
 
 def sha256_file(path: Path | str) -> str:

@@ -124,7 +124,8 @@ def status(
         r.add_column("codec", overflow="fold")
         for row in rows:
             state = row["state"] + (f" ({row['verdict']})" if row["verdict"] else "")
-            r.add_row(str(row["id"]), Text(row["relpath"]), state, row["codec"] or "")
+            version = f" (v{row['generation']})" if (row.get("generation") or 1) > 1 else ""
+            r.add_row(str(row["id"]), Text(row["relpath"] + version), state, row["codec"] or "")
         console.print(r)
         for row in rows:
             why = row["reason"] or row["note"]

@@ -66,28 +66,28 @@ TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
 }
 
 #: Columns a transition may set besides the state.
-FIELDS = ("kind", "size", "mtime_ns", "codec", "archive_path", "sha256_raw", "sha256_archive", "verdict", "reason",
+FIELDS = ("kind", "size", "mtime_ns", "inode", "codec", "archive_path", "sha256_raw", "sha256_archive", "verdict", "reason",
           "note", "report_path", "raw_bytes", "archive_bytes", "complete_at", "archived_at", "manifest_sha256")
 
 #: Columns holding file-system paths: stored losslessly by :func:`.names.db_path` (a name that is
 #: not UTF-8 as its bytes); every other text a transition sets goes through :func:`.names.shown`.
 _PATH_FIELDS = ("root", "relpath", "archive_path", "report_path")
 
-#: 2: ``items.manifest_sha256`` and the ``model_files`` table
-_SCHEMA_VERSION = 2
-#: in-place upgrades from each older schema version (a ledger written by an earlier rawgate)
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: ("ALTER TABLE items ADD COLUMN manifest_sha256 TEXT",),
-}
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
+#: 2: ``items.manifest_sha256`` and the ``model_files`` table;
+#: 3: ``items.generation`` and ``items.inode``: a path that comes back with new content after its
+#: item was archived is a new item (generation + 1), so ``UNIQUE (root, relpath, generation)``
+_SCHEMA_VERSION = 3
+_ITEMS = """
+CREATE TABLE IF NOT EXISTS {name} (
     id INTEGER PRIMARY KEY,
     root TEXT NOT NULL,
     relpath TEXT NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 1,
     kind TEXT NOT NULL,
     state TEXT NOT NULL,
     size INTEGER,
     mtime_ns INTEGER,
+    inode INTEGER,
     codec TEXT,
     archive_path TEXT,
     sha256_raw TEXT,
@@ -104,8 +104,21 @@ CREATE TABLE IF NOT EXISTS items (
     attempts INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    UNIQUE (root, relpath)
-);
+    UNIQUE (root, relpath, generation)
+)"""
+_V2_COLUMNS = ("id, root, relpath, kind, state, size, mtime_ns, codec, archive_path, sha256_raw, sha256_archive, "
+               "verdict, reason, note, report_path, raw_bytes, archive_bytes, complete_at, archived_at, "
+               "manifest_sha256, attempts, created_at, updated_at")
+#: in-place upgrades from each older schema version (a ledger written by an earlier rawgate); run
+#: with foreign keys off, since SQLite changes a UNIQUE constraint only by rebuilding the table
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE items ADD COLUMN manifest_sha256 TEXT",),
+    2: (_ITEMS.format(name="items_v3"),
+        f"INSERT INTO items_v3 ({_V2_COLUMNS}) SELECT {_V2_COLUMNS} FROM items",
+        "DROP TABLE items",
+        "ALTER TABLE items_v3 RENAME TO items"),
+}
+_SCHEMA = _ITEMS.format(name="items") + """;
 CREATE INDEX IF NOT EXISTS items_state ON items (state);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -192,10 +205,12 @@ class Item:
     id: int
     root: str
     relpath: str
+    generation: int
     kind: str
     state: ItemState
     size: int | None
     mtime_ns: int | None
+    inode: int | None
     codec: str | None
     archive_path: str | None
     sha256_raw: str | None
@@ -244,7 +259,7 @@ class Ledger:
                 f"ledger {self.path}: WAL journal not available (got {mode!r}); keep the ledger on a local disk"
             )
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA foreign_keys=OFF")  # (on after the upgrade, which rebuilds a table)
         with self._transaction():
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > _SCHEMA_VERSION:
@@ -258,7 +273,10 @@ class Ledger:
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
                     self._db.execute(stmt)
+            if self._db.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                raise LedgerError(f"ledger {self.path}: an event refers to no item (foreign key check)")
             self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        self._db.execute("PRAGMA foreign_keys=ON")
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -289,25 +307,60 @@ class Ledger:
 
     # ------------------------------------------------------------------ writes
     def discover(self, root: str, relpath: str, kind: str = "file", *, size: int | None = None,
-                 mtime_ns: int | None = None) -> tuple[Item, bool]:
-        """Record an item as discovered; idempotent (a second call returns the existing row).
+                 mtime_ns: int | None = None, inode: int | None = None) -> tuple[Item, bool]:
+        """Record an item as discovered; idempotent (a second call returns the existing row, the
+        latest generation when the path came back, see :meth:`new_generation`).
 
         Returns the item and whether this call created it.
         """
         now = time.time()
+        key = (db_path(root), db_path(relpath))
         with self._transaction() as db:
+            row = db.execute("SELECT * FROM items WHERE root = ? AND relpath = ? ORDER BY generation DESC LIMIT 1",
+                             key).fetchone()
+            if row is not None:
+                return Item._from_row(row), False
             cur = db.execute(
-                "INSERT INTO items (root, relpath, kind, state, size, mtime_ns, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (root, relpath) DO NOTHING",
-                (db_path(root), db_path(relpath), kind, S.DISCOVERED.value, size, mtime_ns, now, now),
+                "INSERT INTO items (root, relpath, generation, kind, state, size, mtime_ns, inode, created_at, "
+                "updated_at) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
+                (*key, kind, S.DISCOVERED.value, size, mtime_ns, inode, now, now),
             )
-            created = cur.rowcount == 1
-            row = db.execute("SELECT * FROM items WHERE root = ? AND relpath = ?",
-                             (db_path(root), db_path(relpath))).fetchone()
-            if created:
-                db.execute("INSERT INTO events (item_id, at, from_state, to_state, detail) VALUES (?, ?, NULL, ?, ?)",
-                           (row["id"], now, S.DISCOVERED.value, None))
-        return Item._from_row(row), created
+            row = db.execute("SELECT * FROM items WHERE id = ?", (cur.lastrowid,)).fetchone()
+            db.execute("INSERT INTO events (item_id, at, from_state, to_state, detail) VALUES (?, ?, NULL, ?, ?)",
+                       (row["id"], now, S.DISCOVERED.value, None))
+        return Item._from_row(row), True
+
+    def new_generation(self, item_id: int, *, size: int | None, mtime_ns: int | None, inode: int | None,
+                       why: str) -> Item:
+        """A file came back under the path of item ``item_id`` with other content: record it as
+        a new item (same path, generation + 1, ``discovered``) and return it. Idempotent: when a
+        later generation exists already, that one is returned."""
+        now = time.time()
+        with self._transaction() as db:
+            old = db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
+            if old is None:
+                raise KeyError(f"no item {item_id} in the ledger")
+            latest = db.execute("SELECT * FROM items WHERE root = ? AND relpath = ? ORDER BY generation DESC "
+                                "LIMIT 1", (old["root"], old["relpath"])).fetchone()
+            if latest["id"] != item_id:
+                return Item._from_row(latest)
+            cur = db.execute(
+                "INSERT INTO items (root, relpath, generation, kind, state, size, mtime_ns, inode, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (old["root"], old["relpath"], old["generation"] + 1, old["kind"], S.DISCOVERED.value, size,
+                 mtime_ns, inode, now, now))
+            db.execute("INSERT INTO events (item_id, at, from_state, to_state, detail) VALUES (?, ?, NULL, ?, ?)",
+                       (cur.lastrowid, now, S.DISCOVERED.value,
+                        json.dumps({"previous_generation": item_id, "why": why})))
+            row = db.execute("SELECT * FROM items WHERE id = ?", (cur.lastrowid,)).fetchone()
+        return Item._from_row(row)
+
+    def update_identity(self, item_id: int, *, size: int | None, mtime_ns: int | None, inode: int | None) -> None:
+        """Record the file identity (size, mtime, inode) under which an item's unchanged raw file
+        was seen (no state move): the next scan recognises it by ``stat`` alone."""
+        with self._transaction() as db:
+            db.execute("UPDATE items SET size = ?, mtime_ns = ?, inode = ? WHERE id = ?",
+                       (size, mtime_ns, inode, item_id))
 
     def transition(self, item_id: int, expected: ItemState, new: ItemState, *, detail: dict | None = None,
                    **fields: Any) -> Item:
@@ -376,7 +429,8 @@ class Ledger:
         return Item._from_row(row)
 
     def find(self, root: str, relpath: str) -> Item | None:
-        row = self._db.execute("SELECT * FROM items WHERE root = ? AND relpath = ?",
+        """The item at ``relpath`` under ``root`` (its latest generation), or None."""
+        row = self._db.execute("SELECT * FROM items WHERE root = ? AND relpath = ? ORDER BY generation DESC LIMIT 1",
                                (db_path(root), db_path(relpath))).fetchone()
         return None if row is None else Item._from_row(row)
 

@@ -50,7 +50,7 @@ from .calibrations import ModelLibrary, select_model
 from rawgate.codecs import get_codec
 from rawgate.codecs.auto import AutoSpec
 from rawgate.codecs.containers import MODELS_DIR
-from rawgate.codecs.models import fresh_model_lookup
+from rawgate.codecs.models import find_model, fresh_model_lookup, model_sha256
 from .config import RawgateConfig, RuleConfig, WatchConfig
 from . import rates
 from .ledger import Item, ItemState, Ledger, RateKey, StaleTransitionError
@@ -178,7 +178,8 @@ class Worker:
         return staging_dir(self.cfg) / f"{item.id}{'.fallback' if fallback else ''}.ome.tif"
 
     def final(self, item: Item, watch: WatchConfig) -> Path:
-        return self.cfg.daemon.archive_dir / "data" / watch.archive_name / archive_relpath(item.relpath, item.kind)
+        return (self.cfg.daemon.archive_dir / "data" / watch.archive_name
+                / archive_relpath(item.relpath, item.kind, item.generation))
 
 
 # ---------------------------------------------------------------------------------------- steps
@@ -290,6 +291,8 @@ def _encode(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
             spec = cfg.compression.fallback_codec
         copy = write_copy(stack, w.staged(item), spec, noise_model=model, models_dir=models_dir(cfg))
     detail = {"model": model_path, "staged": str(copy.path), "codec": spec, **rate}
+    if model is not None:  # the ε check finds the model again by this, not by its path
+        detail["model_sha256"] = model_sha256(model)
     if copy.model_file is not None:
         rel = copy.model_file.relative_to(cfg.daemon.archive_dir).as_posix()
         w.ledger.record_model_file(rel, copy.model_file_sha256 or "", copy.model_file.stat().st_size)
@@ -351,6 +354,33 @@ def _check_regions(raw: np.ndarray, decoded: np.ndarray, model: NoiseModel, g: A
     return out
 
 
+def _encoding_model(w: Worker, encoded: dict[str, Any]) -> NoiseModel:
+    """The noise model an item was encoded with, found by the SHA-256 its ``encoded`` step
+    recorded: among the calibration folders' models (wherever the file is now), then in the model
+    stores. A ledger written before hashes were recorded names it by path only.
+
+    Raises :class:`Quarantine` when no model with that hash is found: checking with another
+    model (a calibration file rewritten in place) would judge the copy against the wrong noise.
+    """
+    sha, path = encoded.get("model_sha256"), encoded.get("model")
+    if not sha:
+        model = dict(w.library.models()).get(path) if path else None
+        if model is None:
+            raise Quarantine(f"the calibration used to encode ({path}) is no longer readable")
+        return model
+    # from disk only (not a model this worker process happens to hold), so that the verdict does
+    # not depend on which worker encoded the item
+    model = next((m for _, m in w.library.models() if model_sha256(m) == sha), None)
+    if model is None:
+        with fresh_model_lookup():
+            model = find_model(sha)
+    if model is None:
+        raise Quarantine(f"the calibration used to encode (SHA-256 {sha[:16]}…, read from {path}) is in none of "
+                         f"the calibration folders any more (moved away, or rewritten with other content); "
+                         "put it back and `rawgate retry` the item")
+    return model
+
+
 def _check(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
     from rawgate.codecs.containers import read_ome_tiff_planes
     from rawgate.gate.check import spot_check
@@ -364,11 +394,8 @@ def _check(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
     elif not g.enabled:
         verdict, note = "unchecked", "ε check disabled: raw data are kept"
     else:
-        model_path = w.ledger.last_detail(item.id, S.ENCODED).get("model")
-        models = dict(w.library.models())
-        model = models.get(model_path) if model_path else None
-        if model is None:
-            raise Quarantine(f"the calibration used to encode ({model_path}) is no longer readable")
+        _injected_pause("check", item.relpath)
+        model = _encoding_model(w, w.ledger.last_detail(item.id, S.ENCODED))
         # the daemon picks the seeded tiles itself and hands the check only those pixels (with the
         # matching slice of the noise model): drawing replicas of a whole 2048² frame to use one
         # 512² tile of them took 2.3 s of a 4 s check
@@ -504,6 +531,11 @@ def _release(w: Worker, item: Item, watch: WatchConfig, out: Outcome) -> None:
     a crash between the move and the deletion is finished by :func:`_finish_release`.
     """
     if not release_due(w.cfg, item):
+        raise _Stop
+    latest = w.ledger.find(item.root, item.relpath)
+    if latest is not None and latest.id != item.id:
+        # the path came back with new content (a later generation owns the file now): this item's
+        # raw data is gone already, its copy stays in the archive, nothing is released for it
         raise _Stop
     unchanged, changed = _matching_raw_files(w, item)
     if changed:

@@ -32,10 +32,10 @@ from typing import IO, Any
 from rawgate.calibration._files import atomic_write
 
 from .alerts import Alert, build_alerter
-from .archive import write_bag_manifest
+from .archive import FOLDER_KINDS, sha256_file, write_bag_manifest
 from .completeness import QuietTracker, check as check_complete
 from .config import RawgateConfig, WatchConfig
-from .ledger import ItemState, Ledger, StaleTransitionError
+from .ledger import Item, ItemState, Ledger, StaleTransitionError
 from .metrics import Metrics
 from .names import shown
 from .notify import Notifier
@@ -230,14 +230,42 @@ class Service:
         path = folder.root / ref.relpath
         try:
             st = path.stat()
-            size, mtime = st.st_size, st.st_mtime_ns
+            size, mtime, inode = st.st_size, st.st_mtime_ns, st.st_ino
         except OSError:
-            size = mtime = None
-        item, created = ledger.discover(str(folder.root), ref.relpath, ref.kind, size=size, mtime_ns=mtime)
+            st, size, mtime, inode = None, None, None, None
+        item, created = ledger.discover(str(folder.root), ref.relpath, ref.kind, size=size, mtime_ns=mtime,
+                                        inode=inode)
+        if not created and st is not None and self._came_back(ledger, item, path, st):
+            item = ledger.new_generation(item.id, size=size, mtime_ns=mtime, inode=inode,
+                                         why=f"new content under the name of item {item.id} ({item.state})")
+            self._alert(Alert(key=f"came-back:{folder.root}/{ref.relpath}:{item.generation}", severity="info",
+                              title=f"written again: {ref.relpath}",
+                              text=f"{ref.relpath} came back with new content after it was archived; it is "
+                                   f"archived again as version {item.generation} beside the first copy.",
+                              item=str(path)))
         if item.state is S.QUARANTINED and (item.reason or "").startswith("vanished") and path.exists():
             item = ledger.retry(item.id)  # it was renamed away and is back
         if item.state is S.DISCOVERED and item.id not in self.pending:
             self.pending[item.id] = (folder, ref)
+
+    @staticmethod
+    def _came_back(ledger: Ledger, item: Item, path: Path, st: os.stat_result) -> bool:
+        """Whether the file at an archived item's path holds other content than the item did.
+
+        Only single files of archived or released items: the recorded identity (size, mtime,
+        inode at completeness) matching means the same file; otherwise the file's SHA-256 decides
+        against the one recorded at verification (a ledger written before identities were
+        recorded, a copy back of the same bytes), and a match is remembered so that the next scan
+        needs only ``stat``.
+        """
+        if item.state not in (S.ARCHIVED, S.RAW_RELEASED) or item.kind in FOLDER_KINDS or not path.is_file():
+            return False
+        if (item.size, item.mtime_ns, item.inode) == (st.st_size, st.st_mtime_ns, st.st_ino):
+            return False
+        if item.sha256_raw and sha256_file(path) == item.sha256_raw:
+            ledger.update_identity(item.id, size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
+            return False
+        return True
 
     def _scan(self, ledger: Ledger) -> int:
         n = 0
@@ -285,11 +313,11 @@ class Service:
             del self.pending[item_id]
             try:
                 st = path.stat()
-                size = st.st_size
+                ident = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
             except OSError:
-                size = None
+                ident = {"size": None}
             try:
-                ledger.transition(item_id, S.DISCOVERED, S.COMPLETE, size=size, complete_at=time.time(),
+                ledger.transition(item_id, S.DISCOVERED, S.COMPLETE, **ident, complete_at=time.time(),
                                   detail={"how": c.how, "reason": c.reason})
             except StaleTransitionError:
                 continue

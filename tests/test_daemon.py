@@ -334,3 +334,112 @@ def test_a_file_name_that_is_not_utf8_is_archived_beside_a_normal_one(tree):
     bagit.Bag(str(t.archive)).validate()
     r = t.cli("archive", "verify", "--full")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _drop_in(t: Tree, relpath: str) -> str:
+    """Write a new camera frame to ``acq/relpath`` atomically; return its SHA-256."""
+    tmp = t.tmp / "incoming.tif"
+    tifffile.imwrite(tmp, t.frames(1)[0], photometric="minisblack")
+    sha = sha256_file(tmp)
+    os.replace(tmp, t.acq / relpath)
+    return sha
+
+
+def test_a_file_name_that_comes_back_is_archived_again_as_a_new_version(tree):
+    """A file rewritten under an already archived name was skipped silently (the ledger was keyed
+    by path). Now it is a new item, archived as ``x.v2.ome.tif`` beside the first copy — live,
+    and while the daemon is down; a raw file kept after archiving is not archived twice, not
+    even when it is copied back with the same bytes."""
+    import yaml
+
+    t = tree
+    shas = [_drop_in(t, "a.tif")]
+    t.start()
+    t.wait_ready()
+    wait_until(lambda: t.counts()["raw_released"] == 1, 120, "a.tif released")
+    shas.append(_drop_in(t, "a.tif"))  # live
+    wait_until(lambda: t.counts()["raw_released"] == 2, 120, "a.tif (2) released")
+    assert t.stop() == 0
+    shas.append(_drop_in(t, "a.tif"))  # while the daemon is down
+    # from now on raw data is kept after archiving
+    cfg = yaml.safe_load(t.config.read_text())
+    cfg["daemon"]["retention"]["keep_days"] = 1
+    t.config.write_text(yaml.safe_dump(cfg))
+    kept_sha = _drop_in(t, "b.tif")
+    t.start()
+    t.wait_ready()
+    # (a.tif's third version came while down, so it is kept too)
+    wait_until(lambda: t.counts()["raw_released"] == 2 and t.counts()["archived"] == 2, 120, "a (3) and b")
+    with _ledger(t) as led:
+        gens = sorted((i.generation, i.sha256_raw, i.archive_path, i.state.value)
+                      for i in led.items() if i.relpath == "a.tif")
+        assert led.problems() == []
+    assert [g[0] for g in gens] == [1, 2, 3]
+    assert [g[1] for g in gens] == shas
+    assert [g[2] for g in gens] == ["data/scope/a.ome.tif", "data/scope/a.v2.ome.tif", "data/scope/a.v3.ome.tif"]
+    for g in gens:
+        assert (t.archive / g[2]).is_file()
+    # b.tif is kept: a restart, and the same bytes copied over it, are not new content
+    assert t.stop() == 0
+    t.start()
+    t.wait_ready()
+    b = t.acq / "b.tif"
+    same = t.tmp / "same.tif"
+    shutil.copyfile(b, same)
+    time.sleep(0.05)
+    os.replace(same, b)  # a new inode and mtime, the same bytes
+    time.sleep(3)
+    with _ledger(t) as led:
+        assert len(led.items()) == 4
+    assert t.counts()["archived"] == 2
+    # new bytes under b.tif: version 2, and b's first item still has its copy
+    new_sha = _drop_in(t, "b.tif")
+    wait_until(lambda: t.counts()["archived"] == 3, 120, "b.tif (2) archived")
+    with _ledger(t) as led:
+        bs = sorted((i.generation, i.sha256_raw, i.archive_path) for i in led.items() if i.relpath == "b.tif")
+    assert bs == [(1, kept_sha, "data/scope/b.ome.tif"), (2, new_sha, "data/scope/b.v2.ome.tif")]
+    assert t.stop() == 0
+    _archived_once(t, 5)
+    assert check_bag(t.archive) == []
+
+
+def test_the_encoding_model_is_found_by_its_hash(tmp_path):
+    """The ε check finds the calibration an item was encoded with by SHA-256, not by path: a
+    calibration file moved (renamed into a subfolder) between encoding and check is still found
+    and the item approved; a file rewritten in place with another model is not mistaken for it
+    (quarantined, saying so) — a check against other noise would be no check."""
+    from rawgate.calibration.simulation import make_sensor_truth, truth_noise_model
+
+    t = Tree(tmp_path)
+    try:
+        t.start(RAWGATE_INJECT_FAULTS="pause:check:slow=4")
+        t.wait_ready()
+
+        def paused_in_check(name: str) -> bool:
+            with _ledger(t) as led:
+                it = led.find(str(t.acq.resolve()), name)
+                return it is not None and it.state.value == "verified"
+
+        t.write_tiff("slow-moved.tif")
+        wait_until(lambda: paused_in_check("slow-moved.tif"), 60, "the first item to reach its check")
+        (t.cal / "sub").mkdir()
+        os.replace(t.cal / "cam.rgnoise", t.cal / "sub" / "renamed.rgnoise")
+        wait_until(lambda: t.counts()["raw_released"] == 1, 60, "the first item released")
+
+        t.write_tiff("slow-rewritten.tif")
+        wait_until(lambda: paused_in_check("slow-rewritten.tif"), 60, "the second item to reach its check")
+        other = truth_noise_model(make_sensor_truth((64, 64), seed=11))
+        tmp = t.cal / "sub" / ".tmp.rgnoise"
+        other.save(tmp)
+        os.replace(tmp, t.cal / "sub" / "renamed.rgnoise")
+        wait_until(lambda: t.counts()["quarantined"] == 1, 60, "the second item quarantined")
+        with _ledger(t) as led:
+            q = led.items()[-1]
+            assert q.relpath == "slow-rewritten.tif"
+            assert "in none of the calibration folders" in q.reason and t.model.sha256[:16] in q.reason
+            first = led.find(str(t.acq.resolve()), "slow-moved.tif")
+            assert first.verdict == "approved"
+            assert led.last_detail(first.id, "encoded")["model_sha256"] == t.model.sha256
+        assert t.stop() == 0
+    finally:
+        t.close()

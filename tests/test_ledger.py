@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -156,7 +157,7 @@ def test_a_ledger_of_schema_1_is_upgraded_in_place(tmp_path):
     db.executescript("ALTER TABLE items DROP COLUMN manifest_sha256; DROP TABLE model_files; PRAGMA user_version=1;")
     db.close()
     with Ledger(path) as led:
-        assert led.pragma("user_version") == 2
+        assert led.pragma("user_version") == 3
         old = led.get(a.id)
         assert old.state is S.ARCHIVED and old.sha256_archive == "a" * 64 and old.manifest_sha256 is None
         assert led.model_files() == {} and led.problems() == []
@@ -183,3 +184,58 @@ def test_a_name_that_is_not_utf8_round_trips(ledger):
     done = ledger.transition(it.id, S.APPROVED, S.ARCHIVED, archive_path=name, sha256_raw="a", sha256_archive="b")
     assert done.archive_path == name and ledger.holder_of(name) == it.id
     assert ledger.problems() == []
+
+
+def test_a_ledger_written_by_schema_2_is_upgraded_in_place(tmp_path):
+    """``tests/data/ledger_schema2.sqlite`` was written by rawgate's schema-2 code (items keyed by
+    path alone): opened now, it is rebuilt in place with generations, keeps every row, event,
+    model file and rate setting, and lets a path that comes back become generation 2."""
+    import shutil
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite"
+    shutil.copy(Path(__file__).parent / "data" / "ledger_schema2.sqlite", path)
+    db = sqlite3.connect(path)
+    before = db.execute("SELECT id, relpath, state, sha256_archive FROM items ORDER BY id").fetchall()
+    events = db.execute("SELECT * FROM events ORDER BY id").fetchall()
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    db.close()
+    with Ledger(path) as led:
+        assert led.pragma("user_version") == 3 and led.pragma("foreign_keys") == 1
+        assert [(i.id, i.relpath, i.state.value, i.sha256_archive) for i in led.items()] == before
+        assert all(i.generation == 1 and i.inode is None for i in led.items())
+        assert led.problems() == [] and led.model_files() and led.rate_settings()
+        released = led.find("/acq", "day1/a.tif")
+        assert released.state is S.RAW_RELEASED
+        again = led.new_generation(released.id, size=1, mtime_ns=2, inode=3, why="new content")
+        assert (again.generation, again.state, again.relpath) == (2, S.DISCOVERED, "day1/a.tif")
+        assert led.find("/acq", "day1/a.tif").id == again.id
+        assert led.discover("/acq", "day1/a.tif") == (again, False)
+        # idempotent: asking again for the old generation returns the new one
+        assert led.new_generation(released.id, size=1, mtime_ns=2, inode=3, why="x").id == again.id
+        assert led.problems() == []
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT * FROM events WHERE id <= ? ORDER BY id", (events[-1][0],)).fetchall() == events
+    assert db.execute("SELECT name FROM sqlite_master WHERE name = 'items_state'").fetchone()
+    db.close()
+
+
+def test_the_upgrade_is_atomic(tmp_path):
+    """A schema-2 ledger whose upgrade fails half way (here: a foreign-key check that fails)
+    is left as it was, schema 2, every row in place."""
+    import shutil
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite"
+    shutil.copy(Path(__file__).parent / "data" / "ledger_schema2.sqlite", path)
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO events (item_id, at, from_state, to_state) VALUES (99, 0, NULL, 'discovered')")
+    db.commit()
+    db.close()
+    with pytest.raises(LedgerError, match="foreign key"):
+        Ledger(path)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 3
+    assert "generation" not in [r[1] for r in db.execute("PRAGMA table_info(items)")]
+    db.close()
