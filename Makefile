@@ -69,10 +69,12 @@ bench-archive: $(STAMP)
 	mkdir -p bench/results
 	$(PY) bench/archive_ratio.py | tee bench/results/archive_ratio.txt
 
-# ε gate: verdict pass rates on the benchmark scenes (≈ 30 min) and one 2048² spot check's time/memory
+# ε gate: verdict pass rates on the benchmark scenes (≈ 30 min), one 2048² spot check's time/memory, and
+# the replicas' spread against 200 true repeated acquisitions per scene (gate_truth)
 bench-gate: $(STAMP)
 	$(PY) bench/gate_validity.py --size 256 | tee bench/results/gate_validity.txt
 	$(PY) bench/gate.py | tee bench/results/gate.txt
+	$(PY) bench/gate_truth.py | tee bench/results/gate_truth.txt
 
 # the whole daemon (a real `rawgate run`, noisecal, 6 items of 16 × 2048² frames) vs the bare codec:
 # sustained MB/s, complete → archived latency, per-step times (≈ 10 min on 2 cores); writes

@@ -39,6 +39,7 @@ __all__ = [
     "microspheres",
     "dense_cells",
     "nuclei_3d",
+    "dim_spots",
     "sparse_labels",
     "render_scene",
     "UNLABELLED",
@@ -819,6 +820,82 @@ def nuclei_3d(
             f"anisotropy {z_anisotropy:g}, {background_e:g}–{peak_e:g} e-, PSF σ "
             f"{tuple(psf_sigma_px)} voxels, seed {seed}"
         ),
+    )
+
+
+def dim_spots(
+    shape: tuple[int, int],
+    *,
+    seed: int,
+    radius_px: tuple[float, float] = (3.0, 6.0),
+    signal_e: tuple[float, float] = (10.0, 50.0),
+    background_e: float = 5.0,
+    coverage: float = 0.04,
+    min_gap_px: float = 4.0,
+    psf_sigma_px: float = 1.0,
+) -> GroundTruthScene:
+    """Sparse, small, dim fluorescent objects: the low-signal end of live-cell imaging.
+
+    Discs of radius uniform in ``radius_px`` (anti-aliased edges), each ``signal_e`` electrons
+    (uniform in the range, per object) above a ``background_e`` background (±30 %, smooth),
+    blurred by a Gaussian PSF; at 10–50 e⁻ of signal the shot and read noise are a large share
+    of it, so a segmenter sees noisy edges and a replica's extra noise matters. Centres by
+    random sequential addition (no two closer than ``r1 + r2 + min_gap_px``, all inside the
+    field) until ``coverage`` of the field is covered.
+
+    Parameters
+    ----------
+    shape
+        ``(H, W)`` [pixels].
+    seed
+        Seed; the same arguments and seed give the same scene.
+    radius_px, signal_e
+        Ranges of the disc radius [px] and of each object's signal above background [e⁻].
+    background_e
+        Mean background [e⁻ per pixel per frame], ≥ 0.
+    coverage
+        Target fraction of the field inside an object.
+    min_gap_px, psf_sigma_px
+        Smallest gap between objects [px]; PSF σ [px].
+    """
+    h, w = _check_shape(shape, 2)
+    r_lo, r_hi = _check_range("radius_px", radius_px, 0.5)
+    s_lo, s_hi = _check_range("signal_e", signal_e)
+    if background_e < 0 or min_gap_px < 0 or psf_sigma_px < 0:
+        raise ValueError("background_e, min_gap_px and psf_sigma_px must be ≥ 0")
+    rng = np.random.default_rng([seed, 0xD1A5])
+    mean_r2 = (r_hi**3 - r_lo**3) / (3 * (r_hi - r_lo)) if r_hi > r_lo else r_lo**2
+    n_target = max(1, round(coverage * h * w / (np.pi * mean_r2)))
+    margin = r_hi + 1.0
+    lo, hi = np.array([margin, margin]), np.array([h - 1 - margin, w - 1 - margin])
+    if np.any(hi < lo):
+        raise ValueError(f"shape {shape} too small for objects of radius {r_hi}")
+
+    def draw():
+        r = rng.uniform(r_lo, r_hi)
+        return r, (r, rng.uniform(s_lo, s_hi))
+
+    centres, _, params = _random_sequential(rng, n_target, lo, hi, draw, min_gap_px, r_hi, 100 * n_target + 1000)
+    signal = np.zeros((h, w), np.float64)  # electrons above background
+    labels = np.zeros((h, w), np.int32)
+    for i, ((cy, cx), (r, e)) in enumerate(zip(centres, params), start=1):
+        ext = int(np.ceil(r + 1))
+        y0, y1 = max(0, int(cy) - ext), min(h, int(cy) + ext + 2)
+        x0, x1 = max(0, int(cx) - ext), min(w, int(cx) + ext + 2)
+        yy, xx = np.ogrid[y0:y1, x0:x1]
+        d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+        signal[y0:y1, x0:x1] += e * np.clip(r - d + 0.5, 0.0, 1.0)
+        labels[y0:y1, x0:x1][d < r] = i
+    if psf_sigma_px > 0:
+        signal = ndimage.gaussian_filter(signal, psf_sigma_px, mode="constant")
+    bg = smooth_background((h, w), seed=seed, level=_flux(background_e), variation=0.3)
+    return GroundTruthScene(
+        flux=bg + signal / (_QE * DEFAULT_EXPOSURE_MS),
+        labels=labels,
+        exposure_ms=DEFAULT_EXPOSURE_MS,
+        name="dim spots",
+        description=(f"{len(centres)} dim spots, r {r_lo:g}–{r_hi:g} px, {s_lo:g}–{s_hi:g} e- above a "
+                     f"{background_e:g} e- background, PSF σ {psf_sigma_px:g} px, seed {seed}"),
     )
 
 

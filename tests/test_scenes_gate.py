@@ -17,6 +17,7 @@ from rawgate.calibration.scenes import (
     dense_cells,
     microspheres,
     nuclei_3d,
+    dim_spots,
     render_scene,
     sparse_labels,
 )
@@ -64,8 +65,9 @@ def _touching_pairs(labels: np.ndarray) -> int:
         lambda seed: microspheres((160, 192), seed=seed),
         lambda seed: dense_cells((160, 192), seed=seed, radius_px=20.0),
         lambda seed: nuclei_3d((6, 64, 80), seed=seed),
+        lambda seed: dim_spots((160, 192), seed=seed),
     ],
-    ids=["microspheres", "dense cells", "nuclei 3d"],
+    ids=["microspheres", "dense cells", "nuclei 3d", "dim spots"],
 )
 def test_scenes_are_seeded_and_well_typed(make):
     a, b, c = make(7), make(7), make(8)
@@ -189,6 +191,20 @@ def test_nuclei_3d(nuclei):
     dz = np.median([s[0].stop - s[0].start for s in sl])
     dy = np.median([s[1].stop - s[1].start for s in sl])
     assert dz < 0.75 * dy
+
+
+def test_dim_spots_are_dim_small_sparse_and_disjoint():
+    """The low-signal scene: 10–50 e⁻ of signal per object on ~5 e⁻, small discs, sparse."""
+    sc = dim_spots((256, 256), seed=3)
+    e, lab = sc.electrons(), sc.labels
+    assert 0.02 < sc.coverage < 0.06 and sc.n_objects >= 20
+    far = ndimage.distance_transform_edt(lab == 0) > 5
+    assert 3 < np.median(e[far]) < 7
+    peaks = ndimage.maximum(e, lab, np.arange(1, sc.n_objects + 1)) - np.median(e[far])
+    assert 5 < peaks.min() and peaks.max() < 55
+    areas = np.bincount(lab.ravel())[1:]
+    assert areas.max() <= np.pi * 6.5**2
+    assert ndimage.label(lab > 0)[1] == sc.n_objects  # no two touch
 
 
 # --- sparse annotations ---------------------------------------------------------------------
