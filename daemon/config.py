@@ -288,6 +288,10 @@ class RetentionConfig(_Strict):
 class WorkersConfig(_Strict):
     processes: int = Field(2, ge=1, le=256, description="Worker processes")
     queue_size: int = Field(4, ge=1, description="Items handed to workers at once (backpressure)")
+    behind_window_s: float = Field(30.0, gt=0, description="Alert 'falling behind' when the backlog of complete "
+                                   "items grew for this long [s] ...")
+    behind_floor_items: int | None = Field(None, ge=0, description="... and exceeds this many items "
+                                              "(default: twice queue_size)")
 
 
 class DaemonConfig(_Strict):

@@ -131,6 +131,8 @@ class Metrics:
             registry=r,
         )
         self._queue = Gauge("rawgate_queue_depth", "Items waiting for a worker", registry=r)
+        self._backlog = Gauge("rawgate_backlog_items", "Complete items not yet archived (falling behind when "
+                              "it keeps growing)", registry=r)
         self._cal_age = Gauge(
             "rawgate_calibration_age_days", "Age of the camera's noise model [days]", ["camera"],
             registry=r,
@@ -206,6 +208,10 @@ class Metrics:
     def set_queue_depth(self, n: int) -> None:
         """Set ``rawgate_queue_depth``: items waiting for a worker."""
         self._queue.set(n)
+
+    def set_backlog(self, n: int) -> None:
+        """Set ``rawgate_backlog_items``: complete items not yet archived."""
+        self._backlog.set(n)
 
     def set_calibration_age(self, camera: str, age_days: float) -> None:
         """Set ``rawgate_calibration_age_days{camera}``: age of its noise model [days]."""

@@ -33,6 +33,7 @@ from rawgate.calibration._files import atomic_write
 
 from .alerts import Alert, build_alerter
 from .archive import FOLDER_KINDS, sha256_file, write_bag_manifest
+from .backlog import BacklogMonitor
 from .completeness import QuietTracker, check as check_complete
 from .config import RawgateConfig, WatchConfig
 from .ledger import Item, ItemState, Ledger, StaleTransitionError
@@ -164,6 +165,11 @@ class Service:
         self.tracker = QuietTracker()
         self.pending: dict[int, tuple[_Folder, ItemRef]] = {}
         self.ready: deque[int] = deque()
+        w = cfg.daemon.workers
+        self.backlog = BacklogMonitor(w.behind_window_s, 2 * w.queue_size if w.behind_floor_items is None
+                                      else w.behind_floor_items)
+        self.bytes_complete = 0  # raw bytes of the items that became complete, since start
+        self.bytes_archived = 0  # raw bytes of the items archived, since start
         self.inflight: dict[Future, int] = {}
         self.deaths: dict[int, int] = {}
         self.started_at = time.time()
@@ -321,6 +327,7 @@ class Service:
                                   detail={"how": c.how, "reason": c.reason})
             except StaleTransitionError:
                 continue
+            self.bytes_complete += ident["size"] or 0
             self.ready.append(item_id)
 
     # ------------------------------------------------------------------ outcomes
@@ -332,6 +339,8 @@ class Service:
             m.observe_item(out.verdict if out.state != S.QUARANTINED.value else "quarantined", out.latency_s)
         if out.raw_bytes or out.archive_bytes:
             m.add_bytes(out.raw_bytes, out.archive_bytes)
+        if out.state == S.ARCHIVED.value:
+            self.bytes_archived += out.raw_bytes
         for name, family, eps in out.epsilons:
             m.set_epsilon(name, family, eps)
         if out.calibration:
@@ -558,6 +567,16 @@ class Service:
         counts = ledger.counts()
         self.metrics.set_items_by_state({s.value: n for s, n in counts.items()})
         self.metrics.set_queue_depth(len(self.ready) + len(self.pending))
+        waiting = sum(counts[st] for st in (S.COMPLETE, S.ENCODED, S.VERIFIED, S.CHECKED, S.APPROVED, S.REJECTED))
+        self.metrics.set_backlog(waiting)
+        event = self.backlog.observe(time.monotonic(), waiting, self.bytes_complete, self.bytes_archived)
+        if event is not None:
+            behind = event.kind == "behind"
+            log.log(logging.WARNING if behind else logging.INFO, "%s: %s", event.kind, event.text())
+            self._alert(Alert(key=f"backlog:{event.kind}:{time.time():.0f}", severity="warning" if behind else "info",
+                              title="falling behind" if behind else "caught up", text=event.text(),
+                              fields={"waiting": str(event.waiting), "arriving MB/s": f"{event.arriving_MBps:.1f}",
+                                      "archiving MB/s": f"{event.archiving_MBps:.1f}"}))
         text = (f"{counts[S.ARCHIVED] + counts[S.RAW_RELEASED]} archived, {counts[S.QUARANTINED]} quarantined, "
                 f"{len(self.inflight)} in progress, {len(self.ready) + len(self.pending)} waiting")
         self.notifier.status(text)

@@ -443,3 +443,28 @@ def test_the_encoding_model_is_found_by_its_hash(tmp_path):
         assert t.stop() == 0
     finally:
         t.close()
+
+
+def test_falling_behind_is_alerted_and_nothing_is_dropped(tmp_path):
+    """Frames arrive faster than one worker archives them: the backlog grows, a "falling behind"
+    alert says at which rates, every item is still archived (none dropped or skipped), and the
+    daemon reports "caught up" once the backlog is gone."""
+    t = Tree(tmp_path, daemon={"workers": {"processes": 1, "queue_size": 1, "behind_window_s": 3,
+                                           "behind_floor_items": 3}})
+    try:
+        t.start()
+        t.wait_ready()
+        n = 40
+        for i in range(n):  # ~10 frames/s for 4 s
+            t.write_tiff(f"burst/f{i:03d}.tif")
+            time.sleep(0.1)
+        behind = wait_until(lambda: [a for a in t.webhook.received if "falling behind" in json.dumps(a)],
+                            60, "a falling-behind alert")
+        text = json.dumps(behind[0])
+        assert "MB/s" in text and "Nothing is dropped" in text
+        wait_until(lambda: t.counts()["raw_released"] == n, 300, f"all {n} items released")
+        _archived_once(t, n)
+        wait_until(lambda: "caught up" in t.log.read_text(), 30, "caught up in the log")
+        assert t.stop() == 0
+    finally:
+        t.close()
