@@ -25,7 +25,9 @@ from .instruments._protocol import CameraIdentity
 __all__ = ["NoiseModel", "ModelError", "ModelMismatchError", "MODEL_SUFFIX"]
 
 MODEL_FORMAT = "rawgate.noise_model"
-MODEL_VERSION = 1
+#: 2: ``meta_sha256`` covers every metadata field (v1 files still load; they must carry
+#: ``model_sha256``)
+MODEL_VERSION = 2
 MODEL_SUFFIX = ".rgnoise"
 _ARRAYS = ("offset_adu", "gain_e_per_adu", "read_noise_e", "dark_current_e_per_s", "bad_pixels")
 
@@ -36,6 +38,31 @@ class ModelError(ValueError):
 
 class ModelMismatchError(ModelError):
     """A frame or camera does not match the model (shape, binning, ROI, bit depth …)."""
+
+
+def meta_sha256(meta: dict[str, Any]) -> str:
+    """SHA-256 of a model's ``meta.json`` fields (canonical JSON, every field but this hash):
+    the creation date, the ``estimated`` flag, the identity, the EMVA figures (``noisecal`` uses
+    the saturation level), the maps' digests and content hash."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
+                                     ensure_ascii=False, allow_nan=False).encode()).hexdigest()
+
+
+def _check_meta_hash(meta: dict[str, Any], path: Any) -> None:
+    """Refuse a model whose metadata were edited or whose hashes were removed.
+
+    (A hash without a secret stops edits and damage, not a forger who recomputes it; the
+    archive's manifest records each model file's SHA-256 besides.)
+    """
+    if not isinstance(meta.get("sha256"), dict) or not meta.get("model_sha256"):
+        raise ModelError(f"{path}: no content hash (model_sha256): refused; re-create the model")
+    if int(meta.get("version", 1)) >= 2:
+        if not meta.get("meta_sha256"):
+            raise ModelError(f"{path}: no metadata hash (meta_sha256): refused; re-create the model")
+        if meta["meta_sha256"] != meta_sha256(meta):
+            raise ModelError(f"{path}: its metadata (meta.json) were changed after it was written "
+                             "(date, flags, identity or figures): refused")
 
 
 @dataclass
@@ -216,6 +243,7 @@ class NoiseModel:
                 "bad_pixels": "bit mask",
             },
         }
+        meta["meta_sha256"] = meta_sha256(meta)
         zf.writestr("meta.json", json.dumps(meta, indent=1, allow_nan=False))
         zf.close()
 
@@ -259,6 +287,7 @@ class NoiseModel:
                     what="noise model", missing="is not a rawgate noise model (no meta.json)",
                     error=ModelError,
                 )
+                _check_meta_hash(meta, path)
                 arrays: dict[str, np.ndarray | None] = {}
                 for name in _ARRAYS:
                     if name not in meta["sha256"]:
@@ -284,7 +313,7 @@ class NoiseModel:
             emva=meta.get("emva", {}),
             **arrays,  # type: ignore[arg-type]
         )
-        if meta.get("model_sha256") and meta["model_sha256"] != model.sha256:
+        if meta["model_sha256"] != model.sha256:
             raise ModelError(f"{path}: content hash mismatch (file corrupted)")
         return model
 

@@ -38,6 +38,7 @@ from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .names import shown
+from .outbox import AlertOutbox
 
 __all__ = [
     "SEVERITY_RANK",
@@ -230,6 +231,9 @@ class AlertsConfig(_NoSecrets):
     )
     max_per_hour: int = Field(30, ge=1, description="At most this many alerts sent per rolling hour")
     queue_size: int = Field(1000, ge=1, description="Alerts waiting for delivery; beyond it they are dropped")
+    retry_base_s: float = Field(5.0, gt=0, description="An undelivered alert is retried after this long, "
+                                "doubling after each failure [s] (kept on disk across restarts)")
+    retry_max_s: float = Field(300.0, gt=0, description="Longest wait between two retries [s]")
 
 
 # --------------------------------------------------------------------------- alerts
@@ -277,6 +281,12 @@ class Alert:
     def at_iso(self) -> str:
         """:attr:`at` as an ISO 8601 UTC time stamp (seconds)."""
         return _dt.datetime.fromtimestamp(self.at, _dt.UTC).isoformat(timespec="seconds")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Alert:
+        """The inverse of :meth:`to_dict`."""
+        return cls(key=d["key"], severity=d["severity"], title=d["title"], text=d["text"], item=d.get("item"),
+                   fields=dict(d.get("fields") or {}), at=float(d.get("at", time.time())))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy: key, severity, title, text, item, fields, at (unix s)."""
@@ -621,6 +631,9 @@ class LogSink:
         "critical": logging.CRITICAL,
     }
 
+    #: the log cannot be down: its alerts are not kept in the outbox for retries
+    durable = False
+
     def __init__(self, logger: logging.Logger | None = None, *, min_severity: Severity = "info") -> None:
         self.logger = logger if logger is not None else log
         self.min_severity: Severity = min_severity
@@ -677,6 +690,8 @@ class Alerter:
         max_per_hour: int = 30,
         queue_size: int = 1000,
         clock: Callable[[], float] = time.monotonic,
+        outbox: AlertOutbox | None = None,
+        retry_poll_s: float = 1.0,
     ) -> None:
         if dedupe_window_s < 0 or max_per_hour < 1 or queue_size < 1:
             raise ValueError("need dedupe_window_s >= 0, max_per_hour >= 1, queue_size >= 1")
@@ -698,6 +713,8 @@ class Alerter:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._pending = 0
         self._idle = threading.Condition()
+        self._outbox = outbox
+        self._retry_poll_s = float(retry_poll_s)
         self._thread = threading.Thread(target=self._run, name="rawgate-alerts", daemon=True)
         self._thread.start()
 
@@ -828,35 +845,81 @@ class Alerter:
 
     # -- delivery thread
 
+    @property
+    def undelivered(self) -> int | None:
+        """Deliveries waiting in the outbox for a retry (None without an outbox). Call from the
+        thread that owns the outbox only after :meth:`close`."""
+        return None if self._outbox is None else self._outbox.waiting()
+
     def _run(self) -> None:
+        if self._outbox is not None:
+            gone = self._outbox.drop_sinks_other_than({s.name for s in self.sinks})
+            if gone:
+                log.info("dropped %d undelivered alert(s) for sinks no longer configured", gone)
         while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
             try:
-                self._deliver(item)
-            finally:
-                with self._idle:
-                    self._pending -= 1
-                    self._idle.notify_all()
+                item = self._queue.get(timeout=self._retry_poll_s if self._outbox is not None else None)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                if self._outbox is not None:
+                    self._outbox.close()  # what is left is retried at the next start
+                return
+            if item is not None:
+                try:
+                    self._deliver(item)
+                finally:
+                    with self._idle:
+                        self._pending -= 1
+                        self._idle.notify_all()
+            if self._outbox is not None:
+                self._retry_due()
+
+    def _send(self, sink: AlertSink, alert: Alert) -> str | None:
+        """Hand ``alert`` to ``sink``; None when it took it, else why not."""
+        try:
+            sink.send(alert)
+        except AlertDeliveryError as exc:
+            log.warning("alert %r not delivered by %s: %s", alert.key, sink.name, exc)
+            error: str | None = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a broken sink must not stop the others
+            log.error("alert %r: sink %s failed unexpectedly: %s: %s", alert.key, sink.name, type(exc).__name__, exc)
+            error = f"{type(exc).__name__}: {exc}"
+        else:
+            error = None
+        with self._lock:
+            self._counts[sink.name]["delivered" if error is None else "failed"] += 1
+        return error
 
     def _deliver(self, alert: Alert) -> None:
         rank = SEVERITY_RANK[alert.severity]
         for sink in self.sinks:
             if rank < SEVERITY_RANK[sink.min_severity]:
                 continue
-            try:
-                sink.send(alert)
-            except AlertDeliveryError as exc:
-                ok = False
-                log.warning("alert %r not delivered by %s: %s", alert.key, sink.name, exc)
-            except Exception as exc:  # noqa: BLE001 - a broken sink must not stop the others
-                ok = False
-                log.error("alert %r: sink %s failed unexpectedly: %s: %s", alert.key, sink.name, type(exc).__name__, exc)
+            keep = self._outbox is not None and getattr(sink, "durable", True)
+            row = self._outbox.add(alert.to_dict(), sink.name) if keep else None  # on disk before it is sent
+            error = self._send(sink, alert)
+            if row is not None:
+                if error is None:
+                    self._outbox.delivered(row)
+                else:
+                    wait = self._outbox.failed(row, error)
+                    log.info("alert %r kept for %s; next try in %.1f s", alert.key, sink.name, wait)
+
+    def _retry_due(self) -> None:
+        assert self._outbox is not None
+        by_name = {s.name: s for s in self.sinks}
+        for row, name, data, attempts in self._outbox.due():
+            sink = by_name.get(name)
+            if sink is None:
+                self._outbox.delivered(row)
+                continue
+            error = self._send(sink, Alert.from_dict(data))
+            if error is None:
+                self._outbox.delivered(row)
+                log.info("alert %r delivered by %s after %d failed attempt(s)", data.get("key"), name, attempts)
             else:
-                ok = True
-            with self._lock:
-                self._counts[sink.name]["delivered" if ok else "failed"] += 1
+                self._outbox.failed(row, error)
 
 
 def build_alerter(
@@ -866,6 +929,7 @@ def build_alerter(
     credentials_dir: str | os.PathLike[str] | None = None,
     logger: logging.Logger | None = None,
     clock: Callable[[], float] = time.monotonic,
+    outbox_path: str | os.PathLike[str] | None = None,
 ) -> Alerter:
     """Build the :class:`Alerter` an ``alerts:`` section describes, resolving its secrets.
 
@@ -881,6 +945,9 @@ def build_alerter(
         For the log sink (default: ``rawgate.alerts``).
     clock : callable returning float
         Monotonic seconds for dedupe and rate limiting.
+    outbox_path : path, optional
+        SQLite file keeping undelivered alerts for retries, across restarts (the daemon: in its
+        state folder); None: an alert a sink refuses is lost.
 
     Raises
     ------
@@ -930,4 +997,7 @@ def build_alerter(
         max_per_hour=cfg.max_per_hour,
         queue_size=cfg.queue_size,
         clock=clock,
+        outbox=None if outbox_path is None else AlertOutbox(outbox_path, retry_base_s=cfg.retry_base_s,
+                                                             retry_max_s=cfg.retry_max_s),
+        retry_poll_s=min(1.0, cfg.retry_base_s),
     )

@@ -65,7 +65,9 @@ def read_image(path: Path, model=None) -> tuple[np.ndarray, dict[str, Any]]:
     from rawgate.codecs import codec_of
 
     data = path.read_bytes()
-    codec = codec_of(data, noise_model=model) if model is not None else codec_of(data)
+    codec = codec_of(data)
+    if model is not None and getattr(codec, "needs_noise_model", False):  # ignored by codecs that need none
+        codec = codec_of(data, noise_model=model)
     return codec.decode(data), {}
 
 
@@ -154,7 +156,10 @@ def compress(
     t.add_row("bit-exact", "yes" if exact else "no")
     if not exact:
         t.add_row("mean error (bias)", f"{quality.mean_error(arr, decoded):+.4f} ADU")
-        t.add_row("PSNR", f"{quality.psnr(arr, decoded):.2f} dB")
+        # float data have no implied range: PSNR against the input's own range
+        span = (float(np.ptp(arr)) or 1.0) if arr.dtype.kind == "f" else None
+        t.add_row("PSNR", f"{quality.psnr(arr, decoded, data_range=span):.2f} dB"
+                  + (" (against the input's range)" if span is not None else ""))
         if model is not None:
             sig = quality.sigma_from_model_adu(arr, model.offset_adu, model.gain_e_per_adu,
                                                model.read_noise_e)
@@ -202,8 +207,9 @@ def decompress(
 
             buf = io.BytesIO()
             axes = meta.get("axes")
-            tifffile.imwrite(buf, arr, metadata={"axes": axes} if axes else None,
-                             ome=kind == "ome-tiff")
+            # a metadata dict (even empty) makes tifffile record the shape, so a 5-D array
+            # comes back 5-D (without one it is read as pages: 3-D)
+            tifffile.imwrite(buf, arr, metadata={"axes": axes} if axes else {}, ome=kind == "ome-tiff")
             _write_stream(dst, buf.getvalue())
         else:
             _fail(f"{dst}: output must be .tif/.tiff or .npy")

@@ -413,14 +413,19 @@ def _env_overrides(data: dict[str, Any], environ: dict[str, str]) -> dict[str, A
                 nxt = {}
                 node[p] = nxt
             node = nxt
-        node[path[-1]] = yaml.safe_load(raw)
+        try:
+            node[path[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"environment variable {key}", [(".".join(path), f"not valid YAML: "
+                                                               f"{getattr(e, 'problem', e)}")]) from e
     return data
 
 
 def load_config(path: str | Path | None, environ: dict[str, str] | None = None) -> RawgateConfig:
     """Read, apply ``RAWGATE_…`` environment overrides, and validate.
 
-    Relative paths in the file are resolved against the file's folder.
+    Relative paths in the file and in ``RAWGATE_…`` overrides are resolved against the file's
+    folder (not the working directory, which differs between a shell and systemd).
 
     Raises
     ------
@@ -435,7 +440,12 @@ def load_config(path: str | Path | None, environ: dict[str, str] | None = None) 
         if not p.is_file():
             raise ConfigError(source, [("(file)", "file not found")])
         try:
-            loaded = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(source, [("(file)", f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                                                  f"{e.start}): save the file as UTF-8")]) from e
+        try:
+            loaded = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
@@ -444,8 +454,10 @@ def load_config(path: str | Path | None, environ: dict[str, str] | None = None) 
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(source, [("(top level)", "must be a mapping of sections")])
-        data = _resolve_paths(loaded, p.parent)
+        data = loaded
     data = _env_overrides(data, environ)
+    if path is not None:  # relative paths, also those of environment overrides: from the file's folder
+        data = _resolve_paths(data, Path(path).parent)
     try:
         return RawgateConfig.model_validate(data)
     except ValidationError as e:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import os
 import threading
 from collections.abc import Mapping
@@ -37,7 +38,7 @@ from prometheus_client import (
     start_http_server,
     write_to_textfile,
 )
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["MetricsConfig", "Metrics", "write_textfile", "LATENCY_BUCKETS_S"]
 
@@ -64,12 +65,29 @@ class MetricsConfig(BaseModel):
     port: int = Field(
         9464, ge=0, le=65535, description="TCP port, 1–65535; 0: any free port (tests)"
     )
+    allow_remote: bool = Field(
+        False, description="Allow a host that is not loopback (the endpoint has no authentication)"
+    )
 
     @field_validator("host")
     @classmethod
-    def _strip_host(cls, v: str) -> str:
-        # normalises only: any host is accepted (without a warning), see the field description
-        return v.strip()
+    def _check_host(cls, v: str) -> str:
+        v = v.strip()
+        if v.lower() in ("localhost", "localhost.localdomain"):
+            return v
+        try:
+            ipaddress.ip_address(v.strip("[]"))
+        except ValueError:
+            if not re.fullmatch(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+", v):
+                raise ValueError(f"{v!r} is neither an IP address nor a host name") from None
+        return v
+
+    @model_validator(mode="after")
+    def _remote_needs_consent(self) -> "MetricsConfig":
+        if not self.is_loopback and not self.allow_remote:
+            raise ValueError(f"host {self.host!r} exposes the unauthenticated metrics beyond this machine: "
+                             "use 127.0.0.1, or set allow_remote: true (and put a firewall in front)")
+        return self
 
     @property
     def is_loopback(self) -> bool:

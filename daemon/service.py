@@ -40,6 +40,7 @@ from .ledger import Item, ItemState, Ledger, StaleTransitionError
 from .metrics import Metrics
 from .names import shown
 from .notify import Notifier
+from .outbox import OUTBOX_NAME
 from .pipeline import LEDGER_NAME, Outcome, init_worker, release_due, run_in_worker, staging_dir
 from .sources import ItemRef, classify, scan
 from .watch import Watcher
@@ -408,7 +409,8 @@ class Service:
         ledger = Ledger(self.d.state_dir / LEDGER_NAME)
         try:
             self.alerter = build_alerter(self.d.alerts, environ=self.environ,
-                                         credentials_dir=self.environ.get("CREDENTIALS_DIRECTORY"))
+                                         credentials_dir=self.environ.get("CREDENTIALS_DIRECTORY"),
+                                         outbox_path=self.d.state_dir / OUTBOX_NAME)
         except ValueError as e:
             raise ServiceError(f"alerts: {e}") from None
         pool = None
@@ -422,6 +424,9 @@ class Service:
             if self.d.metrics.enabled:
                 self.metrics_port = self.metrics.serve()
                 log.info("metrics on http://%s:%d/metrics", self.d.metrics.host, self.metrics_port)
+                if not self.d.metrics.is_loopback:
+                    log.warning("the metrics endpoint on %s is reachable from other machines, without "
+                                "authentication (metrics.allow_remote: true)", self.d.metrics.host)
             watcher.start()
             n = self._scan(ledger)
             for item in ledger.items(*UNFINISHED):

@@ -33,11 +33,20 @@ class WebhookReceiver:
     def __init__(self) -> None:
         received: list[dict] = []
         self.received = received
+        self.down = False  # True: answer 500 and record nothing (an outage)
+        self.refused = 0
+        outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 n = int(self.headers.get("Content-Length", 0))
-                received.append(json.loads(self.rfile.read(n)))
+                body = json.loads(self.rfile.read(n))
+                if outer.down:
+                    outer.refused += 1
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                received.append(body)
                 self.send_response(200)
                 self.end_headers()
 

@@ -40,6 +40,8 @@ class Recorder:
         self.paths: list[str] = []
         self.headers: list[dict] = []
         self.release = threading.Event()
+        self.down = False  # True: every request answers 500 (an outage)
+        self.delivered: list[dict] = []  # bodies answered with 2xx
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,6 +53,10 @@ class Recorder:
                 if self.path.startswith("/slow/"):
                     recorder.release.wait(3.0)
                 code = int(self.path.split("/")[2]) if self.path.startswith("/status/") else 200
+                if recorder.down:
+                    code = 500
+                if code < 300:
+                    recorder.delivered.append(json.loads(body))
                 try:
                     self.send_response(code)
                     self.send_header("Content-Type", "text/plain")
@@ -481,3 +487,49 @@ def test_config_validation():
     assert p.alerts.webhooks[0].flavor == "teams"
     with pytest.raises(ValidationError):
         p.alerts.log = False  # frozen
+
+
+def _keys(bodies: list[dict]) -> list[str]:
+    return sorted(b["key"] for b in bodies)
+
+
+def test_alerts_during_an_outage_arrive_once_it_is_over_even_across_a_restart(http, tmp_path):
+    """A webhook answering 500: the alerts wait in the on-disk outbox, are retried with backoff,
+    survive the alerter being closed and re-created (a daemon restart), and each arrives exactly
+    once when the webhook is back."""
+    from rawgate.daemon.outbox import AlertOutbox
+
+    box = tmp_path / "outbox.sqlite"
+    cfg = AlertsConfig(webhooks=[WebhookConfig(url_env="HOOK", flavor="generic")], dedupe_window_s=0,
+                       max_per_hour=1000, retry_base_s=0.2, retry_max_s=0.5)
+    env = {"HOOK": http.url("/hook")}
+    http.down = True
+    first = build_alerter(cfg, environ=env, outbox_path=box)
+    for i in range(3):
+        assert first.alert(Alert(key=f"k{i}", severity="critical", title=f"t{i}", text="x"))
+    assert first.flush(10)
+    time.sleep(1.0)  # a few retries, all refused
+    assert first.close(10)
+    assert len(http.bodies) > 3 and http.delivered == []
+    assert AlertOutbox(box).waiting() == 3  # the log sink is never kept
+    # restart while still down, one more alert; then the webhook comes back
+    second = build_alerter(cfg, environ=env, outbox_path=box)
+    assert second.alert(Alert(key="k3", severity="warning", title="t3", text="y"))
+    time.sleep(0.5)
+    http.down = False
+    deadline = time.monotonic() + 20
+    while len(http.delivered) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # no duplicates come after
+    assert second.close(10)
+    assert _keys(http.delivered) == ["k0", "k1", "k2", "k3"]
+    assert AlertOutbox(box).waiting() == 0
+
+
+def test_without_an_outbox_a_refused_alert_is_lost_as_before(http):
+    http.down = True
+    a = Alerter([WebhookSink(http.url("/hook"), "generic", 5.0)], dedupe_window_s=0)
+    a.alert(Alert(key="k", severity="critical", title="t", text="x"))
+    assert a.flush(10)
+    assert a.stats[next(iter(a.stats))]["failed"] == 1 and a.undelivered is None
+    a.close()

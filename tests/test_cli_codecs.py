@@ -163,3 +163,27 @@ def test_dash_c_means_config_everywhere(data, tmp_path):
         assert r.returncode == 2 and "No such option" in r.stderr, (cmd, r.stderr)
         h = run(cmd[0], "--help", env={**__import__("os").environ, "COLUMNS": "200", "NO_COLOR": "1"})
         assert "--codec" in h.stdout and " -c " not in h.stdout, h.stdout
+
+
+def test_inputs_that_used_to_end_in_a_traceback(data, tmp_path):
+    """float32 through a lossy codec, --calibration with a codec that needs none, a 5-D array
+    back to .tif, and an ε check that finds no objects: each gives its figures, no traceback."""
+    tmp, raw, _ = data
+    f32 = tmp_path / "f.tif"
+    tifffile.imwrite(f32, np.random.default_rng(0).random((64, 64)).astype(np.float32) * 10)
+    r = run("compress", f32, tmp_path / "f.rgc", "--codec", "lerc:max_error=2")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "PSNR" in r.stdout and "against the input's range" in r.stdout
+    r = run("compress", tmp / "raw.tif", tmp_path / "z.rgc", "--codec", "zstd", "--calibration", tmp / "cal.rgnoise")
+    assert r.returncode == 0 and "bit-exact" in r.stdout, r.stderr
+    five = np.arange(2 * 2 * 3 * 8 * 8, dtype=np.uint16).reshape(2, 2, 3, 8, 8)
+    np.save(tmp_path / "five.npy", five)
+    assert run("compress", tmp_path / "five.npy", tmp_path / "five.rgc", "--codec", "zstd").returncode == 0
+    r = run("decompress", tmp_path / "five.rgc", tmp_path / "five.tif")
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "five.tif"), five)
+    noise = tmp_path / "noise.tif"  # no objects for a segmenter: only the filter ε, and a report
+    tifffile.imwrite(noise, raw[0])
+    r = run("check", noise, "--codec", "zstd", "--calibration", tmp / "cal.rgnoise", "--report", tmp_path / "rep")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert (tmp_path / "rep" / "report.html").is_file()

@@ -110,3 +110,37 @@ def test_configs_that_validate_but_cannot_work_are_refused(tmp_path):
     p.write_text(_yaml.safe_dump({"version": 1, "daemon": {"watch": [{"path": "acq"}], "state_dir": "state",
                                                            "archive_dir": "archive"}}))
     assert load_config(p).daemon.state_dir == tmp_path / "state"
+
+
+def test_errors_in_the_environment_or_the_file_encoding_are_one_line_errors(tmp_path):
+    """An override that is not YAML and a config file that is not UTF-8 give the field path and
+    the reason (exit 2 through the CLI), never a traceback."""
+    from rawgate.daemon.config import ConfigError, load_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("version: 1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg, {"RAWGATE_DAEMON__WORKERS__PROCESSES": "[unclosed"})
+    assert "RAWGATE_DAEMON__WORKERS__PROCESSES" in str(e.value) and "daemon.workers.processes" in str(e.value)
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("version: 1\n# café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(latin1, {})
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "rawgate.daemon.cli", "config", "validate", str(latin1)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "not UTF-8" in r.stdout + r.stderr
+
+
+def test_relative_paths_of_environment_overrides_are_taken_from_the_file(tmp_path, monkeypatch):
+    from rawgate.daemon.config import load_config
+
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    cfg = folder / "rawgate.yaml"
+    cfg.write_text("version: 1\ndaemon:\n  watch: [{path: /data/acq}]\n  archive_dir: /data/archive\n")
+    monkeypatch.chdir(tmp_path)  # the working directory differs from the file's folder
+    got = load_config(cfg, {"RAWGATE_DAEMON__STATE_DIR": "state"})
+    assert got.daemon.state_dir == folder / "state"

@@ -468,3 +468,33 @@ def test_falling_behind_is_alerted_and_nothing_is_dropped(tmp_path):
         assert t.stop() == 0
     finally:
         t.close()
+
+
+def test_alerts_of_a_webhook_outage_arrive_once_after_a_restart(tmp_path):
+    """The webhook answers 500 while two items are quarantined; the daemon is restarted during
+    the outage; once the webhook answers again each alert arrives exactly once."""
+    t = Tree(tmp_path, daemon={"alerts": {"webhooks": [{"url_env": "RAWGATE_TEST_WEBHOOK", "flavor": "generic",
+                                                         "min_severity": "warning"}],
+                                          "dedupe_window_s": 0, "max_per_hour": 10000,
+                                          "retry_base_s": 0.5, "retry_max_s": 1.0}})
+    try:
+        t.webhook.down = True
+        t.start()
+        t.wait_ready()
+        for name in ("broken1.tif", "broken2.tif"):
+            (t.acq / name).write_bytes(b"not a TIFF at all")
+        wait_until(lambda: t.counts()["quarantined"] == 2, 60, "two items quarantined")
+        wait_until(lambda: t.webhook.refused >= 4, 30, "the webhook to refuse retries")
+        assert t.stop() == 0
+        assert t.webhook.received == []
+        t.start()
+        t.wait_ready()
+        time.sleep(1.5)  # still down after the restart: more retries refused
+        t.webhook.down = False
+        wait_until(lambda: len(t.webhook.received) >= 2, 30, "the two alerts after the outage")
+        time.sleep(2.0)  # and no duplicates after
+        titles = sorted(a["title"] for a in t.webhook.received)
+        assert titles == ["quarantined: broken1.tif", "quarantined: broken2.tif"], titles
+        assert t.stop() == 0
+    finally:
+        t.close()

@@ -145,8 +145,15 @@ def test_config():
     c = MetricsConfig()
     assert (c.enabled, c.host, c.port) == (True, "127.0.0.1", 9464)
     assert MetricsConfig(port=0).port == 0
-    exposed = MetricsConfig(host="0.0.0.0")  # accepted: the description warns about it
+    # a host that is not loopback needs consent; a malformed one is refused
+    with pytest.raises(ValidationError, match="allow_remote"):
+        MetricsConfig(host="0.0.0.0")
+    exposed = MetricsConfig(host="0.0.0.0", allow_remote=True)
     assert not exposed.is_loopback
+    assert MetricsConfig(host="::1").is_loopback and MetricsConfig(host=" localhost ").host == "localhost"
+    assert MetricsConfig(host="scope-pc.lab.example", allow_remote=True).host == "scope-pc.lab.example"
+    with pytest.raises(ValidationError, match="neither an IP address nor a host name"):
+        MetricsConfig(host="not a host!!", allow_remote=True)
     assert "expose" in MetricsConfig.model_fields["host"].description
     for bad in ({"port": -1}, {"port": 65536}, {"prt": 1}):
         with pytest.raises(ValidationError):

@@ -26,7 +26,7 @@ def test_round_trip_keeps_everything(tmp_path, default_model):
         assert z["gain_e_per_adu"].shape == m.shape
     with zipfile.ZipFile(p) as zf:
         meta = json.loads(zf.read("meta.json"))
-    assert meta["format"] == "rawgate.noise_model" and meta["version"] == 1
+    assert meta["format"] == "rawgate.noise_model" and meta["version"] == 2 and len(meta["meta_sha256"]) == 64
     assert meta["units"]["gain_e_per_adu"] == "e-/ADU"
 
 
@@ -68,6 +68,55 @@ def test_corrupt_files_are_refused(tmp_path, default_model):
     _rewrite(p, tmp_path / "new.rgnoise", newer)
     with pytest.raises(ModelError, match="v99"):
         NoiseModel.load(tmp_path / "new.rgnoise")
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m.update(created="2099-01-01T00:00:00+00:00"),  # never stale
+    lambda m: m["emva"].update(saturation_adu=100.0),  # noisecal stores exactly above it
+    lambda m: m.update(estimated=not m["estimated"]),
+    lambda m: m["identity"].update(serial="OTHER"),
+    lambda m: m.pop("meta_sha256"),
+    lambda m: m.pop("model_sha256"),
+], ids=["created", "saturation", "estimated", "serial", "no meta hash", "no content hash"])
+def test_edited_metadata_are_refused(tmp_path, default_model, edit):
+    """Re-zipping meta.json with edits (or without its hashes) is refused: every metadata field
+    is covered by meta_sha256, and a model without a content hash is not read."""
+    p = default_model.save(tmp_path / "m.rgnoise")
+
+    def mutate(name, data):
+        if name == "meta.json":
+            meta = json.loads(data)
+            meta.setdefault("emva", {})
+            edit(meta)
+            return json.dumps(meta).encode()
+        return data
+
+    _rewrite(p, tmp_path / "edited.rgnoise", mutate)
+    with pytest.raises(ModelError, match="refused"):
+        NoiseModel.load(tmp_path / "edited.rgnoise")
+
+
+def test_a_version_1_file_still_loads_but_needs_its_content_hash(tmp_path, default_model):
+    """Files written before the metadata hash (format v1) load; without model_sha256 they are refused."""
+    p = default_model.save(tmp_path / "m.rgnoise")
+
+    def v1(drop_content_hash):
+        def mutate(name, data):
+            if name == "meta.json":
+                meta = json.loads(data)
+                meta["version"] = 1
+                meta.pop("meta_sha256")
+                if drop_content_hash:
+                    meta.pop("model_sha256")
+                return json.dumps(meta).encode()
+            return data
+        return mutate
+
+    _rewrite(p, tmp_path / "v1.rgnoise", v1(False))
+    assert NoiseModel.load(tmp_path / "v1.rgnoise").sha256 == default_model.sha256
+    _rewrite(p, tmp_path / "v1-bare.rgnoise", v1(True))
+    with pytest.raises(ModelError, match="no content hash"):
+        NoiseModel.load(tmp_path / "v1-bare.rgnoise")
 
 
 def test_inconsistent_maps_are_refused(default_model):
