@@ -180,6 +180,12 @@ class Codec(_NumcodecsCodec):
             shape = tuple(int(s) for s in header["shape"])
         except (KeyError, TypeError, ValueError) as e:
             raise CorruptStreamError(f"corrupted stream header: {e}") from e
+        # a forged header must not make a decoder produce what no encoder writes (found by
+        # tests/test_fuzz_decoders.py: object arrays from jpegls and lerc)
+        if dtype.kind not in "biuf" or dtype.hasobject or (self.dtypes is not None and dtype.name not in self.dtypes):
+            raise CorruptStreamError(f"corrupted stream header: {self.codec_id} does not write {dtype} data")
+        if len(shape) > 32 or any(n < 0 for n in shape):
+            raise CorruptStreamError(f"corrupted stream header: shape {shape}")
         try:
             a = self._decode(header, sections, dtype, shape)
         except (CodecError, CorruptStreamError, ModelError):

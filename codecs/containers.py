@@ -81,6 +81,7 @@ thread-safe.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
@@ -679,6 +680,20 @@ def _tiff_info_register_model(tif: tifffile.TiffFile, path: Path) -> dict[str, A
     return info
 
 
+@contextlib.contextmanager
+def _damaged_tiff_is_container_error(path: Path) -> Iterator[None]:
+    """tifffile's own errors on a damaged file (a truncated header, a forged tag, an impossible
+    size) become :class:`ContainerError` naming the file; rawgate's errors and a missing file
+    pass unchanged. Found by ``tests/test_fuzz_decoders.py``."""
+    try:
+        yield
+    except (ContainerError, CorruptStreamError, CodecError, ModelError, FileNotFoundError, PermissionError):
+        raise
+    except Exception as e:  # noqa: BLE001 - tifffile raises whatever its parser hits on garbage
+        # (TiffFileError, RuntimeError, AssertionError, ZeroDivisionError, struct.error, …)
+        raise ContainerError(f"{path}: damaged or not a readable TIFF ({type(e).__name__}: {e})") from e
+
+
 def read_ome_tiff(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     """Read an OME-TIFF written by :func:`write_ome_tiff` (or any OME-TIFF tifffile reads).
 
@@ -692,21 +707,27 @@ def read_ome_tiff(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
         "micromanager", "codec", "codec_config", "model_sha256"}``.
     """
     path = Path(path)
-    with tifffile.TiffFile(path) as tif:
-        info = _tiff_info_register_model(tif, path)
-        series = tif.series[0]
-        a = series.asarray()
-        physical = _ome_physical_sizes(tif.ome_metadata)
-        axes = series.axes
-    if info:
-        shape = tuple(int(s) for s in info["shape"])
-        dtype = np.dtype(info["dtype"])
-        if a.dtype != dtype or a.size != int(np.prod(shape)):
-            raise CorruptStreamError(
-                f"{path}: decoded {a.dtype}{a.shape}, the file describes {dtype}{shape}"
-            )
-        a = a.reshape(shape)
-        axes = info["axes"]
+    with _damaged_tiff_is_container_error(path):
+        with tifffile.TiffFile(path) as tif:
+            info = _tiff_info_register_model(tif, path)
+            if not info and any(getattr(pg, "compression", None) == TIFF_COMPRESSION for pg in tif.pages):
+                raise ContainerError(f"{path}: rawgate-coded pages without rawgate's description of them "
+                                     "(the file is damaged)")
+            series = tif.series[0]
+            a = series.asarray()
+            physical = _ome_physical_sizes(tif.ome_metadata)
+            axes = series.axes
+        if info:
+            shape = tuple(int(s) for s in info["shape"])
+            dtype = np.dtype(info["dtype"])
+            if a.dtype != dtype or a.size != int(np.prod(shape)):
+                raise CorruptStreamError(
+                    f"{path}: decoded {a.dtype}{a.shape}, the file describes {dtype}{shape}"
+                )
+            a = a.reshape(shape)
+            axes = info["axes"]
+        elif a.ndim < 2 or a.size == 0:
+            raise ContainerError(f"{path}: no image in the file (shape {a.shape}): damaged or not an image")
     meta = {
         "axes": axes,
         "physical_sizes": physical or dict(info.get("physical_sizes") or {}),
@@ -740,7 +761,8 @@ class OmeTiffPlanes:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self._tif = tifffile.TiffFile(self.path)
+        with _damaged_tiff_is_container_error(self.path):
+            self._tif = tifffile.TiffFile(self.path)
         try:
             rg = _tiff_info_register_model(self._tif, self.path)
             pages = self._tif.pages

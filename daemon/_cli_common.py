@@ -17,8 +17,8 @@ err = Console(stderr=True, soft_wrap=True)  # error lines stay whole in logs
 #: options ``rawgate check`` and ``rawgate evaluate`` share (one wording, one default)
 ReplicasOpt = Annotated[int, typer.Option(help="raw-equivalent replicas N")]
 ReplicasAroundOpt = Annotated[str, typer.Option(help="raw (the paper's) or estimate: replicas around a denoised "
-                                                "estimate of the mean image, one camera noise from the truth "
-                                                "(dim data, noise-sensitive segmenters)")]
+                                                "estimate of the mean image, pixel-wise one camera noise from the "
+                                                "truth (not better at low signal: bench/gate_truth.py)")]
 
 EXIT_FAILED_CHECK = 1
 EXIT_BAD_INPUT = 2

@@ -261,7 +261,8 @@ class GateUseConfig(_Strict):
     replicas: int = Field(10, ge=3)
     replicas_around: Literal["raw", "estimate"] = Field(
         "raw", description="Replicas around the raw image (the paper's) or a denoised estimate of its mean "
-                           "(one camera noise from the truth: for dim data and noise-sensitive segmenters)")
+                           "(pixel-wise one camera noise from the truth; measured against true repeats it does not "
+                           "fix dim data and shrinks dim 3-D objects: see bench/gate_truth.py)")
     tiles: int | None = Field(1, ge=1, description="Seeded tiles per plane; null: the whole plane")
     tile_size: int = Field(512, ge=16, description="Tile edge [pixels]")
     segmenter: str | None = Field(
