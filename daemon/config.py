@@ -289,6 +289,8 @@ class RetentionConfig(_Strict):
 class WorkersConfig(_Strict):
     processes: int = Field(2, ge=1, le=256, description="Worker processes")
     queue_size: int = Field(4, ge=1, description="Items handed to workers at once (backpressure)")
+    step_timeout_s: float = Field(900.0, gt=0, description="A worker still on one step of one item after this "
+                                  "long is hung: it is killed and the item retried, then quarantined [s]")
     behind_window_s: float = Field(30.0, gt=0, description="Alert 'falling behind' when the backlog of complete "
                                    "items grew for this long [s] ...")
     behind_floor_items: int | None = Field(None, ge=0, description="... and exceeds this many items "
@@ -306,6 +308,9 @@ class DaemonConfig(_Strict):
     retention: RetentionConfig = RetentionConfig()
     workers: WorkersConfig = WorkersConfig()
     rescan_interval_s: float = Field(300.0, gt=0, description="Reconciliation scan period [s]")
+    free_space_reserve_gb: float = Field(2.0, ge=0, description="Below this much free space on the archive's "
+                                         "or the state folder's disk no new item is started (intake pauses "
+                                         "with an alert and resumes on its own) [GB, 10⁹ B]")
     alerts: AlertsConfig = AlertsConfig()
     metrics: MetricsConfig = MetricsConfig()
 

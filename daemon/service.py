@@ -18,6 +18,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -173,6 +174,10 @@ class Service:
         self.bytes_archived = 0  # raw bytes of the items archived, since start
         self.inflight: dict[Future, int] = {}
         self.deaths: dict[int, int] = {}
+        self.hangs: dict[int, int] = {}  # of those deaths, how many were kills after step_timeout_s
+        self._submitted: dict[Future, float] = {}  # monotonic time each in-flight job was handed out
+        self._killed_for: set[int] = set()  # items whose hung worker this service killed just now
+        self.low_space: str | None = None  # why intake is paused for lack of disk space (None: it is not)
         self.started_at = time.time()
         #: why the last manifest write failed (None: the manifest is current); releases wait
         self.manifest_error: str | None = None
@@ -474,11 +479,15 @@ class Service:
     def _collect(self, fut: Future) -> bool:
         """Handle a finished job; False when the pool broke (a worker died)."""
         item_id = self.inflight.pop(fut)
+        self._submitted.pop(fut, None)
         try:
             self._on_outcome(fut.result())
             return True
         except BrokenProcessPool:
-            self.deaths[item_id] = self.deaths.get(item_id, 0) + 1
+            # when this service killed the pool for a hung item, that item's death is counted
+            # already and the other items in flight are innocent: back to the queue, no death
+            if not self._killed_for:
+                self.deaths[item_id] = self.deaths.get(item_id, 0) + 1
             self.ready.appendleft(item_id)
             return False
         except Exception as e:  # noqa: BLE001 - a bug in a worker must not stop the service
@@ -510,9 +519,12 @@ class Service:
             if now - last["retention"] >= 60.0:
                 self._queue_due_releases(ledger)
                 last["retention"] = now
+            if now - last.get("space", 0.0) >= 5.0:
+                self._check_free_space()
+                last["space"] = now
             # hand complete items to the workers, at most queue_size at once (backpressure)
             broken = False
-            while self.ready and len(self.inflight) < d.workers.queue_size:
+            while self.ready and len(self.inflight) < d.workers.queue_size and self.low_space is None:
                 item_id = self.ready.popleft()
                 if item_id in self.inflight.values():
                     continue
@@ -520,7 +532,9 @@ class Service:
                     self._quarantine_poison(ledger, item_id)
                     continue
                 try:
-                    self.inflight[pool.submit(run_in_worker, item_id)] = item_id
+                    fut = pool.submit(run_in_worker, item_id)
+                    self.inflight[fut] = item_id
+                    self._submitted[fut] = time.monotonic()
                 except BrokenProcessPool:
                     self.ready.appendleft(item_id)
                     broken = True
@@ -529,6 +543,7 @@ class Service:
                 done, _ = wait(list(self.inflight), timeout=self.tick_s, return_when=FIRST_COMPLETED)
                 for fut in done:
                     broken |= not self._collect(fut)
+                broken |= self._kill_hung(pool)
             else:
                 stop.wait(self.tick_s)
             if broken:
@@ -537,8 +552,10 @@ class Service:
                     if fut.done():
                         self._collect(fut)
                     else:
+                        self._submitted.pop(fut, None)
                         self.ready.appendleft(self.inflight.pop(fut))
                 pool.shutdown(wait=False, cancel_futures=True)
+                self._killed_for.clear()
                 pool = self._make_pool()
             now = time.monotonic()
             if now - last["manifest"] >= 5.0 and (self._manifest_dirty or self.manifest_error is not None):
@@ -549,8 +566,63 @@ class Service:
                 last["health"] = now
         return pool
 
+    def _check_free_space(self) -> None:
+        """Pause intake while the archive's or the state folder's disk has less free space than
+        ``free_space_reserve_gb`` (alert, ``rawgate_component_up{component="disk_space"}`` 0);
+        resume on its own when space is back. Items already handed out finish; nothing waits
+        in memory only: complete items stay in the ledger."""
+        reserve = self.d.free_space_reserve_gb * 1e9
+        low = []
+        for name, folder in (("archive", self.d.archive_dir), ("state", self.d.state_dir)):
+            try:
+                free = shutil.disk_usage(folder).free
+            except OSError:
+                continue
+            if free < reserve:
+                low.append(f"{name} folder {folder}: {free / 1e9:.2f} GB free")
+        text = "; ".join(low) or None
+        if text and self.low_space is None:
+            log.error("intake paused: %s, below the reserve of %g GB", text, self.d.free_space_reserve_gb)
+            self._alert(Alert(key=f"disk-space:{time.time():.0f}", severity="critical", title="intake paused: disk space",
+                              text=f"{text}, below the reserve of {self.d.free_space_reserve_gb:g} GB "
+                                   "(free_space_reserve_gb). No new item is started; intake resumes on its own "
+                                   "when space is back. Raw data stay where they are."))
+        elif text is None and self.low_space is not None:
+            log.info("intake resumed: disk space is back above the reserve")
+            self._alert(Alert(key=f"disk-space-ok:{time.time():.0f}", severity="info", title="intake resumed",
+                              text=f"free space is back above {self.d.free_space_reserve_gb:g} GB"))
+        self.low_space = text
+        self.metrics.set_up("disk_space", text is None)
+
+    def _kill_hung(self, pool: ProcessPoolExecutor) -> bool:
+        """Kill the pool when a job ran past ``workers.step_timeout_s`` (a worker stopped, stuck in
+        I/O or in a native decoder); True when it did. Its item counts a death (retried, then
+        quarantined); the other items in flight go back to the queue. (ProcessPoolExecutor can
+        neither say which process runs a job nor cancel a running one, so the pool goes.)"""
+        limit = self.d.workers.step_timeout_s
+        now = time.monotonic()
+        hung = [self.inflight[f] for f, t in self._submitted.items()
+                if now - t > limit and not f.done() and f in self.inflight]
+        if not hung:
+            return False
+        for item_id in hung:
+            self.hangs[item_id] = self.hangs.get(item_id, 0) + 1
+            self.deaths[item_id] = self.deaths.get(item_id, 0) + 1
+            log.error("item %d: a step ran past %.0f s; killing the workers", item_id, limit)
+        self._killed_for.update(hung)
+        for proc in list(getattr(pool, "_processes", {}).values()):  # noqa: SLF001 - no public kill
+            try:
+                proc.kill()
+            except (OSError, AttributeError):
+                pass
+        return True
+
     def _quarantine_poison(self, ledger: Ledger, item_id: int) -> None:
-        reason = f"a worker process died {self.deaths[item_id]} times while processing it (out of memory?)"
+        if self.hangs.get(item_id):
+            reason = (f"a step ran past workers.step_timeout_s ({self.d.workers.step_timeout_s:g} s) "
+                      f"{self.hangs[item_id]} time(s); the worker was killed each time (hung I/O or decoder?)")
+        else:
+            reason = f"a worker process died {self.deaths[item_id]} times while processing it (out of memory?)"
         try:
             item = ledger.quarantine(item_id, reason)
             self._alert(Alert(key=f"quarantined:{item.root}/{item.relpath}", severity="critical",
@@ -583,7 +655,8 @@ class Service:
                               fields={"waiting": str(event.waiting), "arriving MB/s": f"{event.arriving_MBps:.1f}",
                                       "archiving MB/s": f"{event.archiving_MBps:.1f}"}))
         text = (f"{counts[S.ARCHIVED] + counts[S.RAW_RELEASED]} archived, {counts[S.QUARANTINED]} quarantined, "
-                f"{len(self.inflight)} in progress, {len(self.ready) + len(self.pending)} waiting")
+                f"{len(self.inflight)} in progress, {len(self.ready) + len(self.pending)} waiting"
+                + (f"; INTAKE PAUSED, low disk space ({self.low_space})" if self.low_space else ""))
         self.notifier.status(text)
         if all(alive) and workers_ok:
             self.notifier.watchdog()

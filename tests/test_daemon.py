@@ -255,6 +255,10 @@ def test_kill_9_at_20_random_points_of_a_500_file_run(tmp_path):
         th.join()
         wait_until(lambda: t.counts()["raw_released"] + t.counts()["archived"] == n_files, 600,
                    "all 500 items archived after the kills", poll_s=2)
+        # every item is approved here, so every raw file goes; an archived item waits for the next
+        # durable manifest (≤ 5 s) before its release: stopping before that kept raw data (a race
+        # of this test, seen once)
+        wait_until(lambda: t.counts()["raw_released"] == n_files, 120, "every raw file released", poll_s=1)
         assert t.stop() == 0
         _archived_once(t, n_files)
         assert not [p for p in (t.acq / "run").rglob("*.tif")], "every approved raw file released"
@@ -497,4 +501,58 @@ def test_alerts_of_a_webhook_outage_arrive_once_after_a_restart(tmp_path):
         assert titles == ["quarantined: broken1.tif", "quarantined: broken2.tif"], titles
         assert t.stop() == 0
     finally:
+        t.close()
+
+
+def test_a_hung_step_is_killed_retried_then_quarantined(tmp_path):
+    """An item whose step hangs (here the encode step sleeps past workers.step_timeout_s) gets
+    its worker killed, is retried once, then quarantined with the reason; an item in flight
+    beside it is archived, not blamed."""
+    t = Tree(tmp_path, daemon={"workers": {"processes": 2, "queue_size": 4, "step_timeout_s": 4}})
+    try:
+        t.start(RAWGATE_INJECT_FAULTS="pause:encode:stuck=60")
+        t.wait_ready()
+        t.write_tiff("stuck.tif")
+        t.write_tiff("fine.tif")
+        wait_until(lambda: t.counts()["quarantined"] == 1, 120, "the hung item quarantined")
+        wait_until(lambda: t.counts()["raw_released"] == 1, 120, "the other item archived")
+        with _ledger(t) as led:
+            q = led.find(str(t.acq.resolve()), "stuck.tif")
+            ok = led.find(str(t.acq.resolve()), "fine.tif")
+        assert q.state.value == "quarantined" and "step_timeout_s" in q.reason, q.reason
+        assert ok.state.value == "raw_released"
+        assert any("quarantined: stuck.tif" in json.dumps(a) for a in t.webhook.received)
+        assert "killing the workers" in t.log.read_text()
+        assert t.stop() == 0
+    finally:
+        t.close()
+
+
+def test_intake_pauses_below_the_free_space_reserve_and_resumes(tmp_path):
+    """A real disk: the reserve is set 1 GB below the free space at start, then a 3 GB ballast
+    file takes the space away: intake pauses (critical alert, status, metric) and the item
+    written meanwhile waits, raw kept; the ballast goes and intake resumes on its own."""
+    import shutil as sh
+
+    free_gb = sh.disk_usage(tmp_path).free / 1e9
+    if free_gb < 6:
+        pytest.skip(f"needs 6 GB free for the ballast, {free_gb:.1f} GB here")
+    t = Tree(tmp_path, daemon={"free_space_reserve_gb": round(free_gb - 1.0, 3)})
+    ballast = tmp_path / "ballast.bin"
+    try:
+        t.start()
+        t.wait_ready()
+        with open(ballast, "wb") as fh:
+            os.posix_fallocate(fh.fileno(), 0, 3 * 10**9)
+        wait_until(lambda: any("intake paused" in json.dumps(a) for a in t.webhook.received), 30,
+                   "the intake-paused alert")
+        raw = t.write_tiff("waits.tif")
+        time.sleep(4)
+        assert t.counts()["raw_released"] == 0 and raw.exists()
+        assert "INTAKE PAUSED" in json.dumps(t.status()["daemon"])
+        ballast.unlink()
+        wait_until(lambda: t.counts()["raw_released"] == 1, 90, "the item archived after the space came back")
+        assert t.stop() == 0
+    finally:
+        ballast.unlink(missing_ok=True)
         t.close()
