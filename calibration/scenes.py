@@ -348,6 +348,13 @@ def _random_sequential(rng, n_target, lo, hi, draw, gap, r_max, max_attempts):
     return np.reshape(np.asarray(centres, float), (-1, d)), np.asarray(radii, float), params
 
 
+def _discs_for_coverage(coverage: float, area_px: int, r_lo: float, r_hi: float) -> int:
+    """How many discs of radius uniform in ``[r_lo, r_hi]`` cover ``coverage`` of ``area_px``
+    on average (E[r²] of the uniform radius), at least one."""
+    mean_r2 = (r_hi**3 - r_lo**3) / (3 * (r_hi - r_lo)) if r_hi > r_lo else r_lo**2
+    return max(1, round(coverage * area_px / (np.pi * mean_r2)))
+
+
 def _norm_cdf(x: float) -> float:
     return 0.5 * (1.0 + erf(x / sqrt(2.0)))
 
@@ -429,8 +436,7 @@ def microspheres(
         raise ValueError("halo_width_px, min_gap_px and psf_sigma_px must be ≥ 0")
     rng = np.random.default_rng([seed, 0x5FE8E])
     if n_spheres is None:
-        mean_r2 = (r_hi**3 - r_lo**3) / (3 * (r_hi - r_lo)) if r_hi > r_lo else r_lo**2
-        n_spheres = max(1, round(coverage * h * w / (np.pi * mean_r2)))
+        n_spheres = _discs_for_coverage(coverage, h * w, r_lo, r_hi)
     margin = r_hi + halo_width_px + 1.0
     lo, hi = np.array([margin, margin]), np.array([h - 1 - margin, w - 1 - margin])
     if np.any(hi < lo):
@@ -864,8 +870,7 @@ def dim_spots(
     if background_e < 0 or min_gap_px < 0 or psf_sigma_px < 0:
         raise ValueError("background_e, min_gap_px and psf_sigma_px must be ≥ 0")
     rng = np.random.default_rng([seed, 0xD1A5])
-    mean_r2 = (r_hi**3 - r_lo**3) / (3 * (r_hi - r_lo)) if r_hi > r_lo else r_lo**2
-    n_target = max(1, round(coverage * h * w / (np.pi * mean_r2)))
+    n_target = _discs_for_coverage(coverage, h * w, r_lo, r_hi)
     margin = r_hi + 1.0
     lo, hi = np.array([margin, margin]), np.array([h - 1 - margin, w - 1 - margin])
     if np.any(hi < lo):
